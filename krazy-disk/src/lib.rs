@@ -1,0 +1,1 @@
+//! Partition layouts and partition tables for krazy images.

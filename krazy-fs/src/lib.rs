@@ -1,0 +1,22 @@
+//! On-disk formats for krazy images.
+//!
+//! Every writer takes the same in-memory [`Tree`] and writes through the
+//! [`BlockDevice`] trait (a file window or memory), so nothing here needs
+//! root or a kernel.
+//!
+//! ```
+//! use krazy_fs::{Contents, NameRules, Tree};
+//! let mut tree = Tree::new();
+//! tree.add_dir("etc", 0o755, 0).unwrap();
+//! tree.add_file("etc/hostname", Contents::bytes("hello\n"), 0o644, 0).unwrap();
+//! tree.add_symlink("etc/resolv.conf", "/run/resolv.conf", 0).unwrap();
+//! let v = tree.validate(&NameRules::UNIX).unwrap();
+//! assert_eq!(v.nodes.len(), 4);
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod dev;
+pub mod tree;
+
+pub use dev::{BlockDevice, FileDevice, MemDevice};
+pub use tree::{Contents, Entry, FromDirOptions, Kind, NameRules, Tree, TreeError, Validated};
