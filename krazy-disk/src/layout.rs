@@ -314,7 +314,7 @@ impl Layout {
             partitions.push((i as u32 + 1, role, type_guid, next, bytes as u128));
             next = align(next + bytes as u128);
         }
-        let tail = (GPT_TAIL_SECTORS + 1) * SECTOR; // backup GPT, and the last usable LBA is N-34
+        let tail = GPT_TAIL_SECTORS * SECTOR; // the backup GPT; the last usable LBA is N-34
         let needed = next + opts.min_perm_bytes as u128 + tail as u128;
         if (disk_bytes as u128) < needed {
             return Err(LayoutError::DiskTooSmall {
@@ -447,7 +447,7 @@ mod tests {
 
     #[test]
     fn too_small_names_sizes() {
-        let needed = (4 + 3 * 512 + 16) * MIB + 34 * 512;
+        let needed = (4 + 3 * 512 + 16) * MIB + 33 * 512;
         let err = Layout::new(
             Platform::Pc,
             Arch::X86_64,
