@@ -251,14 +251,26 @@ impl<D: BlockDevice> FatVolume<D> {
         let limit = limit.min(u64::from(self.cluster_count)).min(on_device);
         let eoc = if self.fat32 { 0x0FFF_FFF8 } else { 0xFFF8 };
         let mut out = Vec::new();
+        // Clusters above every earlier one are new; others are looked up.
+        let mut max_seen = 0;
+        let mut seen: Option<std::collections::HashSet<u32>> = None;
         let mut c = first;
         loop {
             if c < 2 || u64::from(c) >= u64::from(self.cluster_count) + 2 {
                 return Err(corrupt("a cluster chain points outside the volume"));
             }
             if out.len() as u64 >= limit {
-                return Err(corrupt("a cluster chain is longer than allowed (a loop?)"));
+                return Err(corrupt("a cluster chain is longer than allowed"));
             }
+            if c <= max_seen {
+                let set = seen.get_or_insert_with(|| out.iter().copied().collect());
+                if !set.insert(c) {
+                    return Err(corrupt("a cluster chain loops"));
+                }
+            } else if let Some(set) = seen.as_mut() {
+                set.insert(c);
+            }
+            max_seen = max_seen.max(c);
             out.push(c);
             if Some(out.len() as u64) == want {
                 return Ok(out);
@@ -358,9 +370,15 @@ impl<D: BlockDevice> FatVolume<D> {
     }
 
     /// The clusters of the file or directory at `path`, in chain order
-    /// (empty for an empty file).
+    /// (empty for an empty file and the FAT16 root).
     pub fn clusters(&mut self, path: &str) -> Result<Vec<u32>, Error> {
         let e = self.lookup(path)?;
+        self.entry_clusters(&e, path)
+    }
+
+    /// The clusters of an entry from [`FatVolume::list`]; `path` is only for
+    /// error messages.
+    pub fn entry_clusters(&mut self, e: &DirEntry, path: &str) -> Result<Vec<u32>, Error> {
         if e.is_dir() {
             return match self.dir_loc(&e) {
                 DirLoc::Fixed { .. } => Ok(Vec::new()),
@@ -371,7 +389,7 @@ impl<D: BlockDevice> FatVolume<D> {
                 }
             };
         }
-        self.file_chain(&e, path)
+        self.file_chain(e, path)
     }
 
     fn file_chain(&mut self, e: &DirEntry, path: &str) -> Result<Vec<u32>, Error> {
@@ -401,7 +419,18 @@ impl<D: BlockDevice> FatVolume<D> {
     /// The whole contents of the file at `path`.
     pub fn read_file(&mut self, path: &str) -> Result<Vec<u8>, Error> {
         let e = self.file_entry(path)?;
-        let chain = self.file_chain(&e, path)?;
+        self.read_entry(&e, path)
+    }
+
+    /// The contents of a file entry from [`FatVolume::list`]; `path` is only
+    /// for error messages.
+    pub fn read_entry(&mut self, e: &DirEntry, path: &str) -> Result<Vec<u8>, Error> {
+        if e.is_dir() {
+            return Err(Error::IsADirectory {
+                path: path.to_string(),
+            });
+        }
+        let chain = self.file_chain(e, path)?;
         let size = e.size as usize;
         let mut out = vec![0u8; size];
         let cs = self.cluster_size as usize;

@@ -15,6 +15,8 @@ const FAT32_MIN: u32 = 65525;
 const FAT32_MAX: u32 = 0x0FFF_FFF4;
 /// Entries a directory may hold (FAT's 2 MiB directory limit).
 pub(crate) const MAX_DIR_ENTRIES: usize = 65536;
+/// Entries the FAT16 root can have (a 16-bit count, whole sectors).
+const MAX_FAT16_ROOT: usize = 65520;
 const ATTR_READ_ONLY: u8 = 0x01;
 const ATTR_VOLUME_ID: u8 = 0x08;
 const ATTR_DIRECTORY: u8 = 0x10;
@@ -239,6 +241,13 @@ pub fn write(
         }
     }
 
+    let bytes = dev.len();
+    let fat32 = match opts.fat_type {
+        FatType::Fat16 => false,
+        FatType::Fat32 => true,
+        FatType::Auto => bytes >= 512 << 20,
+    };
+
     // Names and entry counts per directory.
     let mut dirs: Vec<(usize, Vec<Child>, usize)> = Vec::new();
     for (i, node) in v.nodes.iter().enumerate() {
@@ -284,6 +293,12 @@ pub fn write(
             slots += 1 + child.lfn.as_ref().map_or(0, |u| lfn_entries(u.len()));
             children.push(child);
         }
+        if i == 0 && !fat32 && slots > MAX_FAT16_ROOT {
+            return Err(Error::RootDirFull {
+                needed: slots,
+                max: MAX_FAT16_ROOT,
+            });
+        }
         if slots > MAX_DIR_ENTRIES {
             return Err(Error::DirectoryTooLarge {
                 path: node.path.to_string(),
@@ -294,24 +309,11 @@ pub fn write(
     }
 
     // Geometry.
-    let bytes = dev.len();
-    let fat32 = match opts.fat_type {
-        FatType::Fat16 => false,
-        FatType::Fat32 => true,
-        FatType::Auto => bytes >= 512 << 20,
-    };
     let root_slots = dirs[0].2;
     let root_entries = if fat32 {
         0
     } else {
-        let r = root_slots.max(512).next_multiple_of(16);
-        if r > 65520 {
-            return Err(Error::RootDirFull {
-                needed: root_slots,
-                max: 65520,
-            });
-        }
-        r as u32
+        root_slots.max(512).next_multiple_of(16) as u32
     };
     let g = Geometry::choose(bytes, fat32, root_entries, opts.sectors_per_cluster)?;
     let cs = u64::from(g.cluster_size());
