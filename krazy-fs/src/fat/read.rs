@@ -380,7 +380,7 @@ impl<D: BlockDevice> FatVolume<D> {
     /// error messages.
     pub fn entry_clusters(&mut self, e: &DirEntry, path: &str) -> Result<Vec<u32>, Error> {
         if e.is_dir() {
-            return match self.dir_loc(&e) {
+            return match self.dir_loc(e) {
                 DirLoc::Fixed { .. } => Ok(Vec::new()),
                 DirLoc::Chain(c) => {
                     let limit =
