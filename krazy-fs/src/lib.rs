@@ -17,6 +17,7 @@
 
 pub mod dev;
 pub mod ext4;
+pub mod fat;
 pub mod tree;
 
 pub use dev::{BlockDevice, FileDevice, MemDevice};
