@@ -19,3 +19,19 @@
 //! ```
 
 pub mod dhcp;
+pub mod linux;
+pub mod notify;
+
+/// Sets up `tracing` output on stderr for the binaries (`-v` for debug).
+pub fn init_logging(verbose: bool) {
+    let level = if verbose {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::INFO
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
