@@ -27,3 +27,4 @@
 
 pub mod config;
 pub mod deb;
+pub mod kernel;
