@@ -93,15 +93,15 @@
 //! passes, roll back with a reason and the failing service's log tail past
 //! the deadline.
 
-// pub mod bootarchive;
-// pub mod bootflow;
-// pub mod bootfiles;
+pub mod bootarchive;
+pub mod bootfiles;
+pub mod bootflow;
 // pub mod client;
 // pub mod device;
-// pub mod efivars;
+pub mod efivars;
 // pub mod health;
 pub mod protocol;
-// pub mod state;
-// pub mod writer;
+pub mod state;
+pub mod writer;
 
 pub use protocol::{Manifest, PartKind, PublicKey, SecretKey, SignedManifest, Slot};

@@ -105,6 +105,11 @@ impl<R: Read> Verifying<R> {
         self.got
     }
 
+    /// Whether the sender tried to pass the limit.
+    pub fn overrun(&self) -> bool {
+        self.overrun
+    }
+
     /// Reads until `buf` is full or the stream ends; returns the count.
     pub fn fill(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut n = 0;
@@ -214,11 +219,22 @@ pub fn write_image(
     let mut buf = vec![0u8; CHUNK];
     let mut offset = 0u64;
     loop {
-        let n = v.fill(&mut buf).map_err(|e| VerifyError::Read {
-            part: part.clone(),
-            got: v.count(),
-            source: e,
-        })?;
+        let n = match v.fill(&mut buf) {
+            Ok(n) => n,
+            Err(_) if v.overrun() => {
+                return Err(VerifyError::TooLong {
+                    part,
+                    size: spec.size,
+                })
+            }
+            Err(e) => {
+                return Err(VerifyError::Read {
+                    part,
+                    got: v.count(),
+                    source: e,
+                })
+            }
+        };
         if n == 0 {
             break;
         }
@@ -276,7 +292,14 @@ mod tests {
         let mut dev = MemDevice::zeroed(2000);
         let e = write_image(&bytes[..999], &spec, &mut dev).unwrap_err();
         assert!(
-            matches!(e, VerifyError::TooShort { got: 999, size: 1000, .. }),
+            matches!(
+                e,
+                VerifyError::TooShort {
+                    got: 999,
+                    size: 1000,
+                    ..
+                }
+            ),
             "{e}"
         );
         let mut bad = bytes.clone();
