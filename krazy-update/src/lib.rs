@@ -97,7 +97,7 @@ pub mod bootarchive;
 pub mod bootfiles;
 pub mod bootflow;
 // pub mod client;
-// pub mod device;
+pub mod device;
 pub mod efivars;
 // pub mod health;
 pub mod protocol;

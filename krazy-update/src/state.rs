@@ -29,6 +29,9 @@ pub struct State {
     pub armed: Option<Armed>,
     /// The last trial's outcome.
     pub last_trial: Option<LastTrial>,
+    /// The `reboot(2)` argument the armed trial needs, if any.
+    #[serde(default)]
+    pub reboot_argument: Option<String>,
 }
 
 impl State {
