@@ -99,7 +99,7 @@ pub mod bootflow;
 // pub mod client;
 pub mod device;
 pub mod efivars;
-// pub mod health;
+pub mod health;
 pub mod protocol;
 pub mod state;
 pub mod writer;
