@@ -96,7 +96,6 @@
 pub mod bootarchive;
 pub mod bootfiles;
 pub mod bootflow;
-// pub mod client;
 pub mod device;
 pub mod efivars;
 pub mod health;
