@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dev;
+pub mod ext4;
 pub mod fat;
 pub mod tree;
 

@@ -1,0 +1,1093 @@
+//! `krazy.toml`: the configuration of one appliance instance.
+//!
+//! Read with [`Config::load`] (or [`Config::from_toml_str`]), or built in Rust
+//! with [`Appliance::builder`]; both give the same [`Config`]. Every table
+//! rejects unknown fields, and every error names the file and the field.
+//! Relative paths (package paths, `deb`/`dir`/`file` sources, `[[file]]`
+//! sources) resolve against the directory that holds the `krazy.toml`.
+//!
+//! Defaults for omitted fields: `platform = "pc"`, `serial_console` the
+//! platform's (`ttyS0,115200` on pc, `ttyAMA0,115200` on pi3),
+//! `kernel_args = []`, `[firmware]` `apt = "systemd-boot-efi"` on pc (pi3 has
+//! no default: the firmware directory must be given), `[web]` ports 80/443
+//! with `tls = true`, `[update] settle_seconds = 30`; per package `bin` = the
+//! package's only binary, `args = []`, `env = {}`, `start = "boot"`,
+//! `restart = "on-failure"`, `wait_for = []`, no health check; per file
+//! `mode = "0644"`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The file name of an instance's configuration inside its directory.
+pub const CONFIG_FILE: &str = "krazy.toml";
+
+/// Why a configuration cannot be used. Each variant names the file (or
+/// `<builder>` for configurations made in Rust) and, where known, the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `-c` named neither a krazy.toml nor a directory that holds one.
+    #[error("no {CONFIG_FILE} at {}: pass an instance directory (made by `krazy new DIR`) or the path of a krazy.toml", path.display())]
+    NotFound {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// The TOML is malformed, has an unknown field, or a value of the wrong
+    /// type; toml's message gives the line, column and field.
+    #[error("{}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's error, with its span.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A field has a value that parses but cannot be used.
+    #[error("{}: field `{field}`: {reason}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The field, as a TOML path (`package[0].name`).
+        field: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// The configuration could not be written as TOML.
+    #[error("cannot write the configuration as TOML: {0}")]
+    Serialize(#[from] toml::ser::Error),
+}
+
+/// The hardware an image is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    /// A UEFI PC or VM (x86-64), booted by systemd-boot.
+    #[default]
+    Pc,
+    /// A Raspberry Pi 3 (aarch64), booted by the Pi firmware.
+    Pi3,
+}
+
+impl Platform {
+    /// The Rust target triple whose static binaries run on this platform.
+    pub fn target_triple(self) -> &'static str {
+        match self {
+            Platform::Pc => "x86_64-unknown-linux-musl",
+            Platform::Pi3 => "aarch64-unknown-linux-musl",
+        }
+    }
+
+    /// The serial console used when `serial_console` is omitted.
+    pub fn default_serial_console(self) -> &'static str {
+        match self {
+            Platform::Pc => "ttyS0,115200",
+            Platform::Pi3 => "ttyAMA0,115200",
+        }
+    }
+
+    /// The name used in `krazy.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Pc => "pc",
+            Platform::Pi3 => "pi3",
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where the kernel comes from: exactly one of `apt`, `deb` or `dir`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawKernel", into = "RawKernel")]
+pub enum KernelSource {
+    /// A Debian package name (`linux-image-cloud-amd64`), fetched with
+    /// `apt-get download` into the cache; a metapackage is resolved to the
+    /// versioned image package, and the result is pinned in `krazy.lock`.
+    Apt(String),
+    /// A Debian `.deb` file of a kernel image package.
+    Deb(PathBuf),
+    /// A directory: either an unpacked package (`boot/vmlinuz-VER`,
+    /// `lib/modules/VER`) or a `vmlinuz` file with an optional `lib/modules`.
+    Dir(PathBuf),
+}
+
+/// The on-disk shape of `[kernel]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKernel {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    apt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deb: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dir: Option<PathBuf>,
+}
+
+impl TryFrom<RawKernel> for KernelSource {
+    type Error = String;
+    fn try_from(r: RawKernel) -> Result<Self, String> {
+        match (r.apt, r.deb, r.dir) {
+            (Some(a), None, None) => Ok(KernelSource::Apt(a)),
+            (None, Some(d), None) => Ok(KernelSource::Deb(d)),
+            (None, None, Some(d)) => Ok(KernelSource::Dir(d)),
+            _ => Err("[kernel] needs exactly one of `apt = \"package\"`, `deb = \"file.deb\"` or `dir = \"directory\"`".into()),
+        }
+    }
+}
+
+impl From<KernelSource> for RawKernel {
+    fn from(k: KernelSource) -> Self {
+        let mut r = RawKernel::default();
+        match k {
+            KernelSource::Apt(a) => r.apt = Some(a),
+            KernelSource::Deb(d) => r.deb = Some(d),
+            KernelSource::Dir(d) => r.dir = Some(d),
+        }
+        r
+    }
+}
+
+/// Where the boot firmware comes from: exactly one of `apt`, `file` or `dir`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawFirmware", into = "RawFirmware")]
+pub enum FirmwareSource {
+    /// A Debian package holding the firmware (pc: `systemd-boot-efi`, whose
+    /// `usr/lib/systemd/boot/efi/systemd-bootx64.efi` is used).
+    Apt(String),
+    /// One file: the systemd-boot EFI binary (pc).
+    File(PathBuf),
+    /// A directory of Raspberry Pi firmware files: `bootcode.bin`,
+    /// `start*.elf`, `fixup*.dat` (pi3).
+    Dir(PathBuf),
+}
+
+/// The on-disk shape of `[firmware]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFirmware {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    apt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dir: Option<PathBuf>,
+}
+
+impl TryFrom<RawFirmware> for FirmwareSource {
+    type Error = String;
+    fn try_from(r: RawFirmware) -> Result<Self, String> {
+        match (r.apt, r.file, r.dir) {
+            (Some(a), None, None) => Ok(FirmwareSource::Apt(a)),
+            (None, Some(f), None) => Ok(FirmwareSource::File(f)),
+            (None, None, Some(d)) => Ok(FirmwareSource::Dir(d)),
+            _ => Err("[firmware] needs exactly one of `apt = \"package\"`, `file = \"path\"` or `dir = \"directory\"`".into()),
+        }
+    }
+}
+
+impl From<FirmwareSource> for RawFirmware {
+    fn from(k: FirmwareSource) -> Self {
+        let mut r = RawFirmware::default();
+        match k {
+            FirmwareSource::Apt(a) => r.apt = Some(a),
+            FirmwareSource::File(f) => r.file = Some(f),
+            FirmwareSource::Dir(d) => r.dir = Some(d),
+        }
+        r
+    }
+}
+
+/// `[web]`: the device's web interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Web {
+    /// Port of the plain HTTP listener (default 80).
+    pub http_port: u16,
+    /// Port of the HTTPS listener (default 443).
+    pub https_port: u16,
+    /// Whether to serve HTTPS with the instance's certificate (default true).
+    pub tls: bool,
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Self {
+            http_port: 80,
+            https_port: 443,
+            tls: true,
+        }
+    }
+}
+
+/// `[update]`: how updates are committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Update {
+    /// How long (seconds) every boot service must stay up before a trial boot
+    /// commits (default 30).
+    pub settle_seconds: u32,
+}
+
+impl Default for Update {
+    fn default() -> Self {
+        Self { settle_seconds: 30 }
+    }
+}
+
+/// When a service starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Start {
+    /// At boot (default).
+    #[default]
+    Boot,
+    /// Only when started from the web UI or API.
+    Manual,
+}
+
+/// What the supervisor does when a service exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    /// Restart after any exit.
+    Always,
+    /// Restart after a non-zero exit or a signal (default).
+    #[default]
+    OnFailure,
+    /// Never restart.
+    Never,
+}
+
+/// A condition a service waits for before it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WaitFor {
+    /// The clock is synchronised (by the ntp service).
+    Clock,
+    /// An interface has an address (from the dhcp service).
+    Network,
+}
+
+/// A service's health check, run during a trial boot: exactly one of `http`
+/// or `command`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawHealth", into = "RawHealth")]
+pub enum Health {
+    /// Healthy when a GET of this URL answers 2xx.
+    Http(String),
+    /// Healthy when this command (program and arguments) exits 0.
+    Command(Vec<String>),
+}
+
+/// The on-disk shape of `health`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    http: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    command: Option<Vec<String>>,
+}
+
+impl TryFrom<RawHealth> for Health {
+    type Error = String;
+    fn try_from(r: RawHealth) -> Result<Self, String> {
+        match (r.http, r.command) {
+            (Some(u), None) => Ok(Health::Http(u)),
+            (None, Some(c)) if !c.is_empty() => Ok(Health::Command(c)),
+            (None, Some(_)) => Err("health `command` needs at least the program".into()),
+            _ => Err(
+                "health needs exactly one of `http = \"URL\"` or `command = [\"program\", ...]`"
+                    .into(),
+            ),
+        }
+    }
+}
+
+impl From<Health> for RawHealth {
+    fn from(h: Health) -> Self {
+        match h {
+            Health::Http(u) => RawHealth {
+                http: Some(u),
+                command: None,
+            },
+            Health::Command(c) => RawHealth {
+                http: None,
+                command: Some(c),
+            },
+        }
+    }
+}
+
+/// `[[package]]`: a cargo package built for the target and run as a service
+/// at `/user/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Package {
+    /// The service name: the program is installed as `/user/<name>`.
+    pub name: String,
+    /// The cargo package's directory (relative to the krazy.toml's directory).
+    pub path: PathBuf,
+    /// The binary target to build; optional when the package has one binary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bin: Option<String>,
+    /// Command-line arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment variables (besides what init sets).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// When it starts (default `boot`).
+    #[serde(default)]
+    pub start: Start,
+    /// Restart policy (default `on-failure`).
+    #[serde(default)]
+    pub restart: Restart,
+    /// Conditions to wait for before starting (default none).
+    #[serde(default)]
+    pub wait_for: Vec<WaitFor>,
+    /// A health check that must pass before a trial boot commits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+}
+
+impl Package {
+    /// A package named `name` at `path`, with every other field defaulted.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            path: path.into(),
+            bin: None,
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            start: Start::default(),
+            restart: Restart::default(),
+            wait_for: Vec::new(),
+            health: None,
+        }
+    }
+}
+
+/// Permission bits, written in TOML as an octal string (`"0644"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode(pub u32);
+
+impl Default for Mode {
+    fn default() -> Self {
+        Mode(0o644)
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("mode {s:?} is not an octal string like \"0644\" or \"0755\"");
+        if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            return Err(bad());
+        }
+        let m = u32::from_str_radix(s, 8).map_err(|_| bad())?;
+        if m > 0o7777 {
+            return Err(bad());
+        }
+        Ok(Mode(m))
+    }
+}
+
+impl Serialize for Mode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `[[file]]`: an extra file in the root file system: exactly one of
+/// `contents` or `source`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    /// The absolute destination path in the root file system (`/etc/motd`).
+    pub path: String,
+    /// The file's contents as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contents: Option<String>,
+    /// A host file to copy (relative to the krazy.toml's directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<PathBuf>,
+    /// Permission bits as an octal string (default `"0644"`).
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// One appliance instance: everything an image is built from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The device's host name (an RFC 1123 label: letters, digits, `-`).
+    pub hostname: String,
+    /// The hardware (default `pc`).
+    #[serde(default)]
+    pub platform: Platform,
+    /// The instance's id, written once by `krazy new`; disk and partition
+    /// GUIDs derive from it, so two instances never collide.
+    pub instance_id: String,
+    /// The serial console (`ttyS0,115200`); default depends on the platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_console: Option<String>,
+    /// Appended to the kernel command line (default none).
+    #[serde(default)]
+    pub kernel_args: Vec<String>,
+    /// Where the kernel comes from.
+    pub kernel: KernelSource,
+    /// Where the boot firmware comes from (default on pc: `apt =
+    /// "systemd-boot-efi"`; required on pi3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<FirmwareSource>,
+    /// The web interface.
+    #[serde(default)]
+    pub web: Web,
+    /// Update behaviour.
+    #[serde(default)]
+    pub update: Update,
+    /// User packages, each run as a service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub package: Vec<Package>,
+    /// Extra files in the root file system.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file: Vec<FileSpec>,
+}
+
+/// Resolves `-c DIR|FILE`: a directory means `DIR/krazy.toml`; `None` means
+/// the current directory.
+pub fn resolve_config_path(arg: Option<&Path>) -> Result<PathBuf, ConfigError> {
+    let p = arg.unwrap_or(Path::new("."));
+    let file = if p.is_dir() {
+        p.join(CONFIG_FILE)
+    } else {
+        p.to_path_buf()
+    };
+    if file.is_file() {
+        Ok(file)
+    } else {
+        Err(ConfigError::NotFound { path: file })
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`, resolving relative paths against its
+    /// directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Config::from_toml_str(&text, path, base)
+    }
+
+    /// Parses TOML text; `path` names the file in errors and `base` is the
+    /// directory relative paths resolve against.
+    pub fn from_toml_str(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let mut c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })?;
+        c.resolve_paths(base);
+        c.validate(path)?;
+        Ok(c)
+    }
+
+    /// The configuration as TOML text (what `krazy new` writes).
+    pub fn to_toml_string(&self) -> Result<String, ConfigError> {
+        Ok(toml::to_string(self)?)
+    }
+
+    /// The serial console, defaulted by platform.
+    pub fn serial_console(&self) -> &str {
+        self.serial_console
+            .as_deref()
+            .unwrap_or(self.platform.default_serial_console())
+    }
+
+    /// The firmware source, defaulted by platform (`None` on pi3 without one,
+    /// which [`Config::validate`] rejects).
+    pub fn firmware(&self) -> Option<FirmwareSource> {
+        match (&self.firmware, self.platform) {
+            (Some(f), _) => Some(f.clone()),
+            (None, Platform::Pc) => Some(FirmwareSource::Apt("systemd-boot-efi".into())),
+            (None, Platform::Pi3) => None,
+        }
+    }
+
+    /// Makes every relative host path absolute against `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        match &mut self.kernel {
+            KernelSource::Deb(p) | KernelSource::Dir(p) => fix(p),
+            KernelSource::Apt(_) => {}
+        }
+        match &mut self.firmware {
+            Some(FirmwareSource::File(p)) | Some(FirmwareSource::Dir(p)) => fix(p),
+            _ => {}
+        }
+        for p in &mut self.package {
+            fix(&mut p.path);
+        }
+        for f in &mut self.file {
+            if let Some(s) = &mut f.source {
+                fix(s);
+            }
+        }
+    }
+
+    /// Checks values that parse but cannot be used; `path` names the file in
+    /// errors.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: String, reason: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            reason,
+        };
+        if !is_hostname(&self.hostname) {
+            return Err(invalid(
+                "hostname".into(),
+                format!("{:?} is not a host name: use 1 to 63 letters, digits and '-', not starting or ending with '-'", self.hostname),
+            ));
+        }
+        if self.instance_id.trim().is_empty() {
+            return Err(invalid(
+                "instance_id".into(),
+                "is empty; `krazy new` writes a fresh one, or set any unique string".into(),
+            ));
+        }
+        if let KernelSource::Apt(name) = &self.kernel {
+            if !is_package_name(name) {
+                return Err(invalid(
+                    "kernel.apt".into(),
+                    format!("{name:?} is not a Debian package name"),
+                ));
+            }
+        }
+        match (self.platform, self.firmware()) {
+            (Platform::Pi3, None) => {
+                return Err(invalid(
+                    "firmware".into(),
+                    "platform \"pi3\" needs `[firmware] dir = \"path\"` with bootcode.bin, start*.elf and fixup*.dat".into(),
+                ))
+            }
+            (Platform::Pi3, Some(FirmwareSource::File(_))) => {
+                return Err(invalid(
+                    "firmware.file".into(),
+                    "platform \"pi3\" needs a directory of firmware files: use `dir = \"path\"`".into(),
+                ))
+            }
+            (Platform::Pc, Some(FirmwareSource::Dir(_))) => {
+                return Err(invalid(
+                    "firmware.dir".into(),
+                    "platform \"pc\" needs the systemd-boot EFI binary: use `file = \"path/systemd-bootx64.efi\"` or `apt = \"systemd-boot-efi\"`".into(),
+                ))
+            }
+            (_, Some(FirmwareSource::Apt(name))) if !is_package_name(&name) => {
+                return Err(invalid(
+                    "firmware.apt".into(),
+                    format!("{name:?} is not a Debian package name"),
+                ))
+            }
+            _ => {}
+        }
+        if self.update.settle_seconds == 0 {
+            return Err(invalid(
+                "update.settle_seconds".into(),
+                "must be at least 1 second".into(),
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, p) in self.package.iter().enumerate() {
+            if !is_service_name(&p.name) {
+                return Err(invalid(
+                    format!("package[{i}].name"),
+                    format!("{:?} is not usable as a file name under /user: use letters, digits, '-', '_' and '.'", p.name),
+                ));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(invalid(
+                    format!("package[{i}].name"),
+                    format!("{:?} is used by two packages; names must be unique", p.name),
+                ));
+            }
+            for k in p.env.keys() {
+                if k.is_empty() || k.contains('=') || k.contains('\0') {
+                    return Err(invalid(
+                        format!("package[{i}].env"),
+                        format!("{k:?} is not an environment variable name"),
+                    ));
+                }
+            }
+        }
+        let mut dests = std::collections::BTreeSet::new();
+        for (i, f) in self.file.iter().enumerate() {
+            let field = |n: &str| format!("file[{i}].{n}");
+            if !f.path.starts_with('/') || krazy_fs::tree::normalize(&f.path).is_err() {
+                return Err(invalid(
+                    field("path"),
+                    format!("{:?} must be an absolute path without '.', '..' or empty components, like \"/etc/motd\"", f.path),
+                ));
+            }
+            if !dests.insert(f.path.as_str()) {
+                return Err(invalid(
+                    field("path"),
+                    format!("{:?} is given twice", f.path),
+                ));
+            }
+            match (&f.contents, &f.source) {
+                (Some(_), None) | (None, Some(_)) => {}
+                _ => {
+                    return Err(invalid(
+                        format!("file[{i}]"),
+                        "needs exactly one of `contents = \"text\"` or `source = \"host path\"`"
+                            .into(),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_hostname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn is_package_name(s: &str) -> bool {
+    s.len() >= 2
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+}
+
+fn is_service_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// Entry point of the Rust builder: `Appliance::builder()`.
+#[derive(Debug)]
+pub struct Appliance;
+
+impl Appliance {
+    /// A builder for a [`Config`] made in Rust (a program or a `build.rs`),
+    /// with the same defaults as an omitted field in `krazy.toml`.
+    ///
+    /// ```
+    /// use krazy_build::config::{Appliance, KernelSource, Package, Platform};
+    /// let config = Appliance::builder()
+    ///     .hostname("pi")
+    ///     .instance_id("1b4e28ba-2fa1-11d2-883f-0016d3cca427")
+    ///     .platform(Platform::Pi3)
+    ///     .kernel(KernelSource::Deb("/tmp/linux-image-arm64.deb".into()))
+    ///     .firmware(krazy_build::config::FirmwareSource::Dir("/tmp/fw".into()))
+    ///     .package(Package::new("hello", "/src/hello"))
+    ///     .build()?;
+    /// assert_eq!(config.update.settle_seconds, 30);
+    /// # Ok::<(), krazy_build::config::ConfigError>(())
+    /// ```
+    pub fn builder() -> ApplianceBuilder {
+        ApplianceBuilder::default()
+    }
+}
+
+/// Builds a [`Config`] in Rust; see [`Appliance::builder`].
+#[derive(Debug, Default, Clone)]
+pub struct ApplianceBuilder {
+    hostname: Option<String>,
+    platform: Platform,
+    instance_id: Option<String>,
+    serial_console: Option<String>,
+    kernel_args: Vec<String>,
+    kernel: Option<KernelSource>,
+    firmware: Option<FirmwareSource>,
+    web: Web,
+    update: Update,
+    packages: Vec<Package>,
+    files: Vec<FileSpec>,
+    base_dir: Option<PathBuf>,
+}
+
+impl ApplianceBuilder {
+    /// The host name (required).
+    pub fn hostname(mut self, h: impl Into<String>) -> Self {
+        self.hostname = Some(h.into());
+        self
+    }
+    /// The platform (default pc).
+    pub fn platform(mut self, p: Platform) -> Self {
+        self.platform = p;
+        self
+    }
+    /// The instance id (required; keep it stable across builds).
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = Some(id.into());
+        self
+    }
+    /// The serial console (default by platform).
+    pub fn serial_console(mut self, c: impl Into<String>) -> Self {
+        self.serial_console = Some(c.into());
+        self
+    }
+    /// Appends one kernel command-line argument.
+    pub fn kernel_arg(mut self, a: impl Into<String>) -> Self {
+        self.kernel_args.push(a.into());
+        self
+    }
+    /// The kernel source (required).
+    pub fn kernel(mut self, k: KernelSource) -> Self {
+        self.kernel = Some(k);
+        self
+    }
+    /// The firmware source (default by platform).
+    pub fn firmware(mut self, f: FirmwareSource) -> Self {
+        self.firmware = Some(f);
+        self
+    }
+    /// The web settings.
+    pub fn web(mut self, w: Web) -> Self {
+        self.web = w;
+        self
+    }
+    /// The settle time of a trial boot, in seconds (default 30).
+    pub fn settle_seconds(mut self, s: u32) -> Self {
+        self.update.settle_seconds = s;
+        self
+    }
+    /// Adds a user package.
+    pub fn package(mut self, p: Package) -> Self {
+        self.packages.push(p);
+        self
+    }
+    /// Adds an extra file with text contents.
+    pub fn file(mut self, path: impl Into<String>, contents: impl Into<String>, mode: u32) -> Self {
+        self.files.push(FileSpec {
+            path: path.into(),
+            contents: Some(contents.into()),
+            source: None,
+            mode: Mode(mode),
+        });
+        self
+    }
+    /// Adds an extra file copied from a host path.
+    pub fn file_from(
+        mut self,
+        path: impl Into<String>,
+        source: impl Into<PathBuf>,
+        mode: u32,
+    ) -> Self {
+        self.files.push(FileSpec {
+            path: path.into(),
+            contents: None,
+            source: Some(source.into()),
+            mode: Mode(mode),
+        });
+        self
+    }
+    /// The directory relative paths resolve against (default: the current
+    /// directory).
+    pub fn base_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.base_dir = Some(dir.into());
+        self
+    }
+
+    /// Checks and returns the configuration; errors name the field and
+    /// `<builder>` as the file.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        let path = Path::new("<builder>");
+        let missing = |field: &str, what: &str| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field: field.into(),
+            reason: format!("is required: call .{field}({what})"),
+        };
+        let mut c = Config {
+            hostname: self
+                .hostname
+                .ok_or_else(|| missing("hostname", "\"name\""))?,
+            platform: self.platform,
+            instance_id: self
+                .instance_id
+                .ok_or_else(|| missing("instance_id", "\"stable id\""))?,
+            serial_console: self.serial_console,
+            kernel_args: self.kernel_args,
+            kernel: self
+                .kernel
+                .ok_or_else(|| missing("kernel", "KernelSource::..."))?,
+            firmware: self.firmware,
+            web: self.web,
+            update: self.update,
+            package: self.packages,
+            file: self.files,
+        };
+        let base = self.base_dir.unwrap_or_else(|| PathBuf::from("."));
+        c.resolve_paths(&base);
+        c.validate(path)?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The canonical shape from issue 5, verbatim (with a real instance id).
+    pub(crate) const CANONICAL: &str = r#"hostname = "hello-krazy"
+platform = "pc"                    # pc | pi3
+instance_id = "..."                # written once by `krazy new`
+serial_console = "ttyS0,115200"
+kernel_args = []                   # appended to the kernel command line
+
+[kernel]
+apt = "linux-image-cloud-amd64"    # or: deb = "path/to/linux-image.deb", or: dir = "path/to/kernel-dir"
+
+[firmware]
+apt = "systemd-boot-efi"           # pc; or: file = "path/to/systemd-bootx64.efi"; pi3: dir = "path/to/firmware"
+
+[web]
+http_port = 80
+https_port = 443
+tls = true
+
+[update]
+settle_seconds = 30                # how long every boot service must stay up before a trial boot commits
+
+[[package]]
+name = "hello"
+path = "../hello"                  # a cargo package, relative to this file
+bin = "hello"                      # optional when the package has one binary
+args = ["--port", "8080"]
+env = { RUST_LOG = "info" }
+start = "boot"                     # boot | manual
+restart = "on-failure"             # always | on-failure | never
+wait_for = ["network"]             # clock | network
+health = { http = "http://127.0.0.1:8080/" }   # or: { command = ["/user/hello", "--check"] }
+
+[[file]]
+path = "/etc/motd"                 # destination in the root file system
+contents = "hello\n"               # or: source = "relative/or/absolute/host/path"
+mode = "0644"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, Path::new("/inst/krazy.toml"), Path::new("/inst"))
+    }
+
+    #[test]
+    fn canonical_shape_is_accepted_verbatim() {
+        let c = parse(CANONICAL).unwrap();
+        assert_eq!(c.hostname, "hello-krazy");
+        assert_eq!(c.platform, Platform::Pc);
+        assert_eq!(c.instance_id, "...");
+        assert_eq!(c.serial_console(), "ttyS0,115200");
+        assert!(c.kernel_args.is_empty());
+        assert_eq!(
+            c.kernel,
+            KernelSource::Apt("linux-image-cloud-amd64".into())
+        );
+        assert_eq!(
+            c.firmware(),
+            Some(FirmwareSource::Apt("systemd-boot-efi".into()))
+        );
+        assert_eq!(
+            c.web,
+            Web {
+                http_port: 80,
+                https_port: 443,
+                tls: true
+            }
+        );
+        assert_eq!(c.update.settle_seconds, 30);
+        let p = &c.package[0];
+        assert_eq!(p.name, "hello");
+        // Relative to the file's directory, kept lexical.
+        assert_eq!(p.path, Path::new("/inst/../hello"));
+        assert_eq!(p.bin.as_deref(), Some("hello"));
+        assert_eq!(p.args, ["--port", "8080"]);
+        assert_eq!(p.env.get("RUST_LOG").map(String::as_str), Some("info"));
+        assert_eq!(p.start, Start::Boot);
+        assert_eq!(p.restart, Restart::OnFailure);
+        assert_eq!(p.wait_for, [WaitFor::Network]);
+        assert_eq!(
+            p.health,
+            Some(Health::Http("http://127.0.0.1:8080/".into()))
+        );
+        let f = &c.file[0];
+        assert_eq!(f.path, "/etc/motd");
+        assert_eq!(f.contents.as_deref(), Some("hello\n"));
+        assert_eq!(f.mode, Mode(0o644));
+    }
+
+    #[test]
+    fn roundtrips_through_toml() {
+        let c = parse(CANONICAL).unwrap();
+        let text = c.to_toml_string().unwrap();
+        let again = parse(&text).unwrap();
+        assert_eq!(c, again);
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c =
+            parse("hostname = \"a\"\ninstance_id = \"x\"\n[kernel]\ndeb = \"k.deb\"\n").unwrap();
+        assert_eq!(c.platform, Platform::Pc);
+        assert_eq!(c.kernel, KernelSource::Deb("/inst/k.deb".into()));
+        assert_eq!(c.web, Web::default());
+        assert_eq!(c.update.settle_seconds, 30);
+        assert_eq!(c.serial_console(), "ttyS0,115200");
+        assert_eq!(
+            c.firmware(),
+            Some(FirmwareSource::Apt("systemd-boot-efi".into()))
+        );
+        let c = parse("hostname = \"a\"\ninstance_id = \"x\"\n[kernel]\ndir = \"k\"\n[[package]]\nname = \"p\"\npath = \"/abs/p\"\n[[file]]\npath = \"/x\"\nsource = \"s\"\n").unwrap();
+        let p = &c.package[0];
+        assert_eq!(p.path, Path::new("/abs/p"));
+        assert_eq!(
+            (p.start, p.restart, p.health.clone()),
+            (Start::Boot, Restart::OnFailure, None)
+        );
+        assert_eq!(c.file[0].mode, Mode(0o644));
+        assert_eq!(c.file[0].source.as_deref(), Some(Path::new("/inst/s")));
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_fields_are_named_with_file_and_line() {
+        let e = err(&CANONICAL.replace("tls = true", "tls = true\ncolour = 1"));
+        assert!(e.contains("/inst/krazy.toml"), "{e}");
+        assert!(e.contains("colour"), "{e}");
+        assert!(e.contains("line 17"), "{e}");
+        let e = err(&CANONICAL.replace("start = \"boot\"", "start = \"boot\"\nstrat = 1"));
+        assert!(e.contains("strat"), "{e}");
+        let e = err(&format!("bogus = 1\n{CANONICAL}"));
+        assert!(e.contains("bogus"), "{e}");
+        let e = err(&CANONICAL.replace("apt = \"linux", "foo = \"linux"));
+        assert!(e.contains("foo"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = err(&CANONICAL.replace("platform = \"pc\"", "platform = \"pc2\""));
+        assert!(e.contains("pc2") && e.contains("pi3"), "{e}");
+        let e = err(&CANONICAL.replace("mode = \"0644\"", "mode = \"0x644\""));
+        assert!(e.contains("0x644") && e.contains("octal"), "{e}");
+        let e = err(&CANONICAL.replace("restart = \"on-failure\"", "restart = \"sometimes\""));
+        assert!(e.contains("sometimes"), "{e}");
+        let e = err(&CANONICAL.replace(
+            "apt = \"linux-image-cloud-amd64\"",
+            "apt = \"linux-image-cloud-amd64\"\ndeb = \"x.deb\"",
+        ));
+        assert!(e.contains("exactly one of"), "{e}");
+        let e = err(&CANONICAL.replace("hostname = \"hello-krazy\"", "hostname = \"-bad\""));
+        assert!(e.contains("field `hostname`"), "{e}");
+        let e = err(&CANONICAL.replace("path = \"/etc/motd\"", "path = \"etc/motd\""));
+        assert!(e.contains("file[0].path"), "{e}");
+        let e = err(&CANONICAL.replace(
+            "contents = \"hello\\n\"",
+            "contents = \"x\"\nsource = \"y\"",
+        ));
+        assert!(e.contains("file[0]") && e.contains("exactly one"), "{e}");
+        let pi3 = CANONICAL
+            .replace("platform = \"pc\"", "platform = \"pi3\"")
+            .replace("[firmware]\napt = \"systemd-boot-efi\"", "");
+        let e = err(&pi3);
+        assert!(e.contains("field `firmware`") && e.contains("dir ="), "{e}");
+        let e = err(&CANONICAL.replace("http_port = 80", "http_port = 70000"));
+        assert!(e.contains("http_port") || e.contains("70000"), "{e}");
+        let twice = format!("{CANONICAL}\n[[package]]\nname = \"hello\"\npath = \"x\"\n");
+        assert!(err(&twice).contains("package[1].name"));
+    }
+
+    #[test]
+    fn builder_matches_toml() {
+        let from_toml = parse(CANONICAL).unwrap();
+        let mut pkg = Package::new("hello", "../hello");
+        pkg.bin = Some("hello".into());
+        pkg.args = vec!["--port".into(), "8080".into()];
+        pkg.env.insert("RUST_LOG".into(), "info".into());
+        pkg.wait_for = vec![WaitFor::Network];
+        pkg.health = Some(Health::Http("http://127.0.0.1:8080/".into()));
+        let built = Appliance::builder()
+            .hostname("hello-krazy")
+            .platform(Platform::Pc)
+            .instance_id("...")
+            .serial_console("ttyS0,115200")
+            .kernel(KernelSource::Apt("linux-image-cloud-amd64".into()))
+            .firmware(FirmwareSource::Apt("systemd-boot-efi".into()))
+            .package(pkg)
+            .file("/etc/motd", "hello\n", 0o644)
+            .base_dir("/inst")
+            .build()
+            .unwrap();
+        assert_eq!(built, from_toml);
+        let e = Appliance::builder()
+            .hostname("x")
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("<builder>") && e.contains("instance_id"), "{e}");
+    }
+
+    #[test]
+    fn config_path_resolution() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            resolve_config_path(Some(d.path())),
+            Err(ConfigError::NotFound { .. })
+        ));
+        std::fs::write(d.path().join(CONFIG_FILE), CANONICAL).unwrap();
+        let p = resolve_config_path(Some(d.path())).unwrap();
+        assert_eq!(p, d.path().join(CONFIG_FILE));
+        assert_eq!(resolve_config_path(Some(&p)).unwrap(), p);
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.package[0].path, d.path().join("../hello"));
+    }
+}

@@ -1,0 +1,30 @@
+//! krazy-build: the thin library that turns a `krazy.toml` into the parts of
+//! a krazy appliance image.
+//!
+//! It owns the configuration ([`config`]), unpacking Debian packages in pure
+//! Rust ([`deb`]), kernels with their module closure and the `krazy.lock`
+//! ([`kernel`]), checks that binaries are static and of the right
+//! architecture ([`elf`]), building static binaries with cargo ([`cargo`]),
+//! an instance's secrets ([`secrets`]) and the SBOM that names a build
+//! ([`sbom`]). The file systems and partition tables are written by
+//! `krazy-fs` and `krazy-disk`.
+//!
+//! ```
+//! use krazy_build::config::{Config, KernelSource, Platform};
+//! use std::path::Path;
+//!
+//! let text = r#"
+//! hostname = "hello-krazy"
+//! instance_id = "0f6c2a9e"
+//! [kernel]
+//! deb = "kernels/linux-image.deb"
+//! "#;
+//! let config = Config::from_toml_str(text, Path::new("/inst/krazy.toml"), Path::new("/inst"))?;
+//! assert_eq!(config.platform, Platform::Pc);
+//! assert_eq!(config.kernel, KernelSource::Deb("/inst/kernels/linux-image.deb".into()));
+//! # Ok::<(), krazy_build::config::ConfigError>(())
+//! ```
+
+pub mod config;
+pub mod deb;
+pub mod kernel;

@@ -1,0 +1,447 @@
+//! The `pc` boot part's wire format: a cpio "newc" archive (magic `070701`)
+//! of the files `vmlinuz`, `initrd` and `entry.conf`, parsed as a stream.
+//!
+//! [`for_each_file`] reads headers and hands each file's bytes to a callback
+//! as a bounded [`Read`], so the archive is never held in memory;
+//! [`unpack`] writes each file in place into the slot's fixed-capacity file
+//! through [`BootFiles`]. [`write_archive`] makes the same format (the same
+//! bytes `cpio -o -H newc` writes for these files, apart from inode numbers
+//! and times, which are zero here for reproducibility).
+
+use std::io::{self, Read, Write};
+
+use crate::bootfiles::{pad_to, BootFiles};
+use crate::protocol::Slot;
+
+/// The cpio newc magic.
+const MAGIC: &[u8; 6] = b"070701";
+/// The name of the end marker.
+const TRAILER: &str = "TRAILER!!!";
+
+/// One of the files a `pc` boot part may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum BootFile {
+    /// `vmlinuz`: the kernel (EFI stub), required.
+    Vmlinuz,
+    /// `initrd`: the initramfs, optional.
+    Initrd,
+    /// `entry.conf`: the systemd-boot loader entry, required.
+    Entry,
+}
+
+impl BootFile {
+    /// Its name inside the archive.
+    pub fn name(self) -> &'static str {
+        match self {
+            BootFile::Vmlinuz => "vmlinuz",
+            BootFile::Initrd => "initrd",
+            BootFile::Entry => "entry.conf",
+        }
+    }
+
+    /// The file's name in the archive, if it is one of ours.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [BootFile::Vmlinuz, BootFile::Initrd, BootFile::Entry]
+            .into_iter()
+            .find(|f| f.name() == name)
+    }
+
+    /// Where it lives on the ESP for `slot`.
+    pub fn esp_path(self, slot: Slot) -> String {
+        match self {
+            BootFile::Vmlinuz => format!("krazy/{slot}/vmlinuz"),
+            BootFile::Initrd => format!("krazy/{slot}/initrd"),
+            BootFile::Entry => format!("loader/entries/krazy-{slot}.conf"),
+        }
+    }
+
+    /// What fills its capacity after the contents.
+    pub fn pad(self) -> u8 {
+        match self {
+            BootFile::Entry => b' ',
+            _ => 0,
+        }
+    }
+}
+
+/// Why a boot archive was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// Reading the stream failed.
+    #[error("reading the boot archive failed: {0}")]
+    Read(#[source] io::Error),
+    /// A header does not start with `070701`.
+    #[error("the boot archive entry at byte {0} is not a cpio newc header")]
+    Magic(u64),
+    /// A header field is not 8 hex digits.
+    #[error("the boot archive entry at byte {0} has a header field that is not hex")]
+    Field(u64),
+    /// A name that is empty, too long or not UTF-8.
+    #[error("the boot archive entry at byte {0} has a bad name")]
+    Name(u64),
+    /// A name other than the three allowed.
+    #[error("the boot archive holds {0:?}; only vmlinuz, initrd and entry.conf are allowed")]
+    Unknown(String),
+    /// Not a regular file.
+    #[error("the boot archive entry {0:?} is not a regular file")]
+    NotFile(String),
+    /// The same file twice.
+    #[error("the boot archive holds {0:?} twice")]
+    Duplicate(String),
+    /// A required file is missing.
+    #[error("the boot archive lacks {0:?}")]
+    Missing(&'static str),
+    /// Non-zero bytes after the trailer.
+    #[error("the boot archive has data after its trailer")]
+    TrailingData,
+    /// A file does not fit its fixed-capacity file on the ESP.
+    #[error("{name} is {size} bytes, but {path:?} on the ESP holds only {capacity}")]
+    TooLarge {
+        /// The archive name.
+        name: &'static str,
+        /// Its size.
+        size: u64,
+        /// The ESP path.
+        path: String,
+        /// The ESP file's capacity.
+        capacity: u64,
+    },
+    /// Writing to the ESP failed.
+    #[error("writing {path:?} on the ESP failed: {source}")]
+    Write {
+        /// The ESP path.
+        path: String,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+/// One entry's header, as handed to the callback of [`for_each_file`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Which file.
+    pub file: BootFile,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+fn read_exact(src: &mut dyn Read, buf: &mut [u8]) -> Result<(), ArchiveError> {
+    src.read_exact(buf).map_err(ArchiveError::Read)
+}
+
+fn skip(src: &mut dyn Read, n: u64) -> Result<(), ArchiveError> {
+    let got = io::copy(&mut src.take(n), &mut io::sink()).map_err(ArchiveError::Read)?;
+    if got != n {
+        return Err(ArchiveError::Read(io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(())
+}
+
+fn field(h: &[u8; 110], i: usize, at: u64) -> Result<u32, ArchiveError> {
+    let s = h
+        .get(6 + i * 8..14 + i * 8)
+        .ok_or(ArchiveError::Field(at))?;
+    let s = std::str::from_utf8(s).map_err(|_| ArchiveError::Field(at))?;
+    u32::from_str_radix(s, 16).map_err(|_| ArchiveError::Field(at))
+}
+
+fn pad4(n: u64) -> u64 {
+    (4 - n % 4) % 4
+}
+
+/// Parses the archive from `src`, calling `f` for each file with a reader
+/// of exactly its bytes (what `f` leaves unread is skipped). Checks names,
+/// types, duplicates and required files, and that only zeros follow the
+/// trailer. Never allocates more than a name's 256 bytes.
+pub fn for_each_file(
+    src: &mut dyn Read,
+    mut f: impl FnMut(Header, &mut dyn Read) -> Result<(), ArchiveError>,
+) -> Result<Vec<Header>, ArchiveError> {
+    let mut seen: Vec<Header> = Vec::new();
+    let mut at = 0u64;
+    loop {
+        let mut h = [0u8; 110];
+        read_exact(src, &mut h)?;
+        if &h[..6] != MAGIC {
+            return Err(ArchiveError::Magic(at));
+        }
+        let mode = field(&h, 1, at)?;
+        let size = u64::from(field(&h, 6, at)?);
+        let namesize = field(&h, 11, at)? as usize;
+        if namesize == 0 || namesize > 256 {
+            return Err(ArchiveError::Name(at));
+        }
+        let mut name = vec![0u8; namesize];
+        read_exact(src, &mut name)?;
+        if name.pop() != Some(0) {
+            return Err(ArchiveError::Name(at));
+        }
+        let name = String::from_utf8(name).map_err(|_| ArchiveError::Name(at))?;
+        skip(src, pad4(110 + namesize as u64))?;
+        at += 110 + namesize as u64 + pad4(110 + namesize as u64);
+        if name == TRAILER {
+            break;
+        }
+        let file = BootFile::from_name(&name).ok_or_else(|| ArchiveError::Unknown(name.clone()))?;
+        if mode & 0o170000 != 0o100000 {
+            return Err(ArchiveError::NotFile(name));
+        }
+        if seen.iter().any(|s| s.file == file) {
+            return Err(ArchiveError::Duplicate(name));
+        }
+        let header = Header { file, size };
+        let mut body = src.take(size);
+        f(header, &mut body)?;
+        let rest = body.limit();
+        skip(src, rest + pad4(size))?;
+        at += size + pad4(size);
+        seen.push(header);
+    }
+    // Only zero padding may follow the trailer.
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ArchiveError::Read(e)),
+        };
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Err(ArchiveError::TrailingData);
+        }
+    }
+    for req in [BootFile::Vmlinuz, BootFile::Entry] {
+        if !seen.iter().any(|s| s.file == req) {
+            return Err(ArchiveError::Missing(req.name()));
+        }
+    }
+    Ok(seen)
+}
+
+/// Writes each file of the archive in `src` into `slot`'s fixed-capacity
+/// file through `files`, padded to its capacity, in chunks of at most 1 MiB.
+/// A file larger than its capacity is refused before any of it is written.
+pub fn unpack(
+    src: &mut dyn Read,
+    slot: Slot,
+    files: &mut dyn BootFiles,
+) -> Result<Vec<Header>, ArchiveError> {
+    let mut buf = vec![0u8; crate::writer::CHUNK];
+    let seen = for_each_file(src, |h, body| {
+        let path = h.file.esp_path(slot);
+        let werr = |source| ArchiveError::Write {
+            path: path.clone(),
+            source,
+        };
+        let capacity = files.capacity(&path).map_err(werr)?;
+        if h.size > capacity {
+            return Err(ArchiveError::TooLarge {
+                name: h.file.name(),
+                size: h.size,
+                path: path.clone(),
+                capacity,
+            });
+        }
+        let mut at = 0u64;
+        loop {
+            let n = body.read(&mut buf).map_err(ArchiveError::Read)?;
+            if n == 0 {
+                break;
+            }
+            files.write_at(&path, at, &buf[..n]).map_err(werr)?;
+            at += n as u64;
+        }
+        if at != h.size {
+            return Err(ArchiveError::Read(io::ErrorKind::UnexpectedEof.into()));
+        }
+        pad_to(files, &path, at, capacity, h.file.pad()).map_err(werr)?;
+        Ok(())
+    })?;
+    // An initramfs left over from an older build must not be booted with
+    // a new kernel that comes without one: blank it.
+    if !seen.iter().any(|h| h.file == BootFile::Initrd) {
+        let path = BootFile::Initrd.esp_path(slot);
+        if let Ok(cap) = files.capacity(&path) {
+            pad_to(files, &path, 0, cap, 0).map_err(|source| ArchiveError::Write {
+                path: path.clone(),
+                source,
+            })?;
+        }
+    }
+    files.flush().map_err(|source| ArchiveError::Write {
+        path: "(flush)".into(),
+        source,
+    })?;
+    Ok(seen)
+}
+
+/// Writes a boot archive of `files` (name and bytes, names from
+/// [`BootFile::name`]) to `out`: newc headers with zero inode, uid, gid and
+/// time, mode `0100644`, and the trailer, padded to a multiple of 512 bytes
+/// as cpio does.
+pub fn write_archive(mut out: impl Write, files: &[(BootFile, &[u8])]) -> io::Result<u64> {
+    let mut n = 0u64;
+    let mut entry = |out: &mut dyn Write, name: &str, mode: u32, data: &[u8]| -> io::Result<()> {
+        let namesize = name.len() + 1;
+        let h = format!(
+            "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+            0,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len(),
+            0,
+            0,
+            0,
+            0,
+            namesize,
+            0
+        );
+        out.write_all(h.as_bytes())?;
+        out.write_all(name.as_bytes())?;
+        out.write_all(&[0])?;
+        let p = pad4(110 + namesize as u64) as usize;
+        out.write_all(&[0; 3][..p])?;
+        out.write_all(data)?;
+        let q = pad4(data.len() as u64) as usize;
+        out.write_all(&[0; 3][..q])?;
+        n += 110 + namesize as u64 + p as u64 + data.len() as u64 + q as u64;
+        Ok(())
+    };
+    for (f, data) in files {
+        entry(&mut out, f.name(), 0o100644, data)?;
+    }
+    entry(&mut out, TRAILER, 0, &[])?;
+    let tail = (512 - n % 512) % 512;
+    out.write_all(&vec![0; tail as usize])?;
+    Ok(n + tail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bootfiles::DirBootFiles;
+
+    fn esp(dir: &std::path::Path, caps: &[(&str, usize)]) -> DirBootFiles {
+        for (p, cap) in caps {
+            let p = dir.join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, vec![0xee; *cap]).unwrap();
+        }
+        DirBootFiles::new(dir)
+    }
+
+    #[test]
+    fn unpacks_into_fixed_capacity_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = esp(
+            dir.path(),
+            &[
+                ("krazy/b/vmlinuz", 4096),
+                ("krazy/b/initrd", 8192),
+                ("loader/entries/krazy-b.conf", 512),
+                ("krazy/a/vmlinuz", 4096),
+            ],
+        );
+        let mut ar = Vec::new();
+        write_archive(
+            &mut ar,
+            &[
+                (BootFile::Vmlinuz, b"MZkernel"),
+                (BootFile::Initrd, b"07070"),
+                (BootFile::Entry, b"title krazy b\nlinux /krazy/b/vmlinuz\n"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(ar.len() % 512, 0);
+        let seen = unpack(&mut &ar[..], Slot::B, &mut files).unwrap();
+        assert_eq!(seen.len(), 3);
+        let k = std::fs::read(dir.path().join("krazy/b/vmlinuz")).unwrap();
+        assert_eq!(k.len(), 4096);
+        assert!(k.starts_with(b"MZkernel\0\0"));
+        assert!(k[8..].iter().all(|&b| b == 0));
+        let e = std::fs::read(dir.path().join("loader/entries/krazy-b.conf")).unwrap();
+        assert!(e.starts_with(b"title krazy b\n"));
+        assert!(e.ends_with(b"   "));
+        // Slot A untouched.
+        let a = std::fs::read(dir.path().join("krazy/a/vmlinuz")).unwrap();
+        assert!(a.iter().all(|&b| b == 0xee));
+    }
+
+    #[test]
+    fn oversized_file_is_refused_before_writing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = esp(
+            dir.path(),
+            &[("krazy/a/vmlinuz", 16), ("loader/entries/krazy-a.conf", 64)],
+        );
+        let mut ar = Vec::new();
+        write_archive(
+            &mut ar,
+            &[(BootFile::Vmlinuz, &[1; 17]), (BootFile::Entry, b"x")],
+        )
+        .unwrap();
+        let e = unpack(&mut &ar[..], Slot::A, &mut files).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ArchiveError::TooLarge {
+                    size: 17,
+                    capacity: 16,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let k = std::fs::read(dir.path().join("krazy/a/vmlinuz")).unwrap();
+        assert!(k.iter().all(|&b| b == 0xee));
+    }
+
+    #[test]
+    fn bad_archives_are_refused() {
+        let mut ok = Vec::new();
+        write_archive(
+            &mut ok,
+            &[(BootFile::Vmlinuz, b"k"), (BootFile::Entry, b"e")],
+        )
+        .unwrap();
+        let mut none = |_: Header, _: &mut dyn Read| Ok(());
+        assert!(for_each_file(&mut &ok[..], &mut none).is_ok());
+        // Missing entry.conf.
+        let mut ar = Vec::new();
+        write_archive(&mut ar, &[(BootFile::Vmlinuz, b"k")]).unwrap();
+        assert!(matches!(
+            for_each_file(&mut &ar[..], &mut none),
+            Err(ArchiveError::Missing("entry.conf"))
+        ));
+        // Duplicate.
+        let mut ar = Vec::new();
+        write_archive(
+            &mut ar,
+            &[(BootFile::Vmlinuz, b"k"), (BootFile::Vmlinuz, b"k")],
+        )
+        .unwrap();
+        assert!(matches!(
+            for_each_file(&mut &ar[..], &mut none),
+            Err(ArchiveError::Duplicate(_))
+        ));
+        // Garbage after the trailer.
+        let mut ar = ok.clone();
+        ar.push(1);
+        assert!(matches!(
+            for_each_file(&mut &ar[..], &mut none),
+            Err(ArchiveError::TrailingData)
+        ));
+        // Truncated.
+        assert!(for_each_file(&mut &ok[..150], &mut none).is_err());
+        // Bad magic.
+        let mut ar = ok.clone();
+        ar[5] = b'2';
+        assert!(matches!(
+            for_each_file(&mut &ar[..], &mut none),
+            Err(ArchiveError::Magic(0))
+        ));
+    }
+}
