@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dev;
+pub mod squashfs;
 pub mod tree;
 
 pub use dev::{BlockDevice, FileDevice, MemDevice};
