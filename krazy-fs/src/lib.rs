@@ -15,6 +15,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod cpio;
 pub mod dev;
 pub mod squashfs;
 pub mod tree;
