@@ -15,9 +15,12 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod cpio;
 pub mod dev;
 pub mod ext4;
 pub mod fat;
+
+pub mod squashfs;
 pub mod tree;
 
 pub use dev::{BlockDevice, FileDevice, MemDevice};
