@@ -2,6 +2,7 @@
 
 pub mod dhcp;
 pub mod netlink;
+pub mod ntp;
 pub mod packet_socket;
 
 use crate::dhcp::Lease;
