@@ -21,6 +21,7 @@
 pub mod dhcp;
 pub mod linux;
 pub mod notify;
+pub mod ntp;
 
 /// Sets up `tracing` output on stderr for the binaries (`-v` for debug).
 pub fn init_logging(verbose: bool) {
