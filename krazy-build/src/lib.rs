@@ -27,4 +27,5 @@
 
 pub mod config;
 pub mod deb;
+pub mod elf;
 pub mod kernel;
