@@ -25,6 +25,7 @@
 //! # Ok::<(), krazy_build::config::ConfigError>(())
 //! ```
 
+pub mod cargo;
 pub mod config;
 pub mod deb;
 pub mod elf;
