@@ -30,3 +30,5 @@ pub mod config;
 pub mod deb;
 pub mod elf;
 pub mod kernel;
+pub mod sbom;
+pub mod secrets;
