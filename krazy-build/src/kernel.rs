@@ -520,8 +520,7 @@ pub fn resolve_kernel(
                 None => resolve_kernel_package(apt, name)?,
             };
             fs::create_dir_all(&debs).map_err(io_err(&debs))?;
-            let debp = cached_deb(&debs, &package, &version)
-                .map_or_else(|| apt.download(&package, &version, &debs), Ok)?;
+            let debp = fetch_deb(apt, &debs, &package, &version)?;
             let sha = sha256_file(&debp)?;
             let k = Kernel::from_deb_with_hash(&debp, &sha, &opts.cache_dir)?;
             let e = LockedPackage {
@@ -583,6 +582,21 @@ pub fn resolve_kernel(
     lock.kernel = Some(entry.clone());
     kernel.package = Some(entry);
     Ok((kernel, changed))
+}
+
+/// The `.deb` of `package` at `version` in `debs` (the cache), downloaded
+/// with `apt` when not there yet.
+pub fn fetch_deb(
+    apt: &dyn PackageSource,
+    debs: &Path,
+    package: &str,
+    version: &str,
+) -> Result<PathBuf, KernelError> {
+    fs::create_dir_all(debs).map_err(io_err(debs))?;
+    match cached_deb(debs, package, version) {
+        Some(p) => Ok(p),
+        None => apt.download(package, version, debs),
+    }
 }
 
 /// A `.deb` for `package` at `version` already in the cache, as

@@ -3,7 +3,7 @@
 //!
 //! It owns the configuration ([`config`]), unpacking Debian packages in pure
 //! Rust ([`deb`]), kernels with their module closure and the `krazy.lock`
-//! ([`kernel`]), checks that binaries are static and of the right
+//! ([`kernel`]), boot firmware ([`firmware`]), checks that binaries are static and of the right
 //! architecture ([`elf`]), building static binaries with cargo ([`cargo`]),
 //! an instance's secrets ([`secrets`]) and the SBOM that names a build
 //! ([`sbom`]). The file systems and partition tables are written by
@@ -25,6 +25,11 @@
 //! # Ok::<(), krazy_build::config::ConfigError>(())
 //! ```
 
+pub mod cargo;
 pub mod config;
 pub mod deb;
+pub mod elf;
+pub mod firmware;
 pub mod kernel;
+pub mod sbom;
+pub mod secrets;

@@ -110,3 +110,33 @@ fn debian_cloud_kernel_closure_matches_modinfo() {
         }
     }
 }
+
+/// systemd-boot from Debian's `systemd-boot-efi`, fetched with apt into the
+/// same cache and pinned in the lock.
+#[test]
+fn systemd_boot_from_apt_is_pinned() {
+    use krazy_build::config::FirmwareSource;
+    use krazy_build::firmware::{resolve_firmware, Firmware};
+    let opts = ResolveOptions {
+        cache_dir: cache(),
+        upgrade: false,
+    };
+    let mut lock = Lock::default();
+    let src = FirmwareSource::Apt("systemd-boot-efi".into());
+    let (fw, changed) = resolve_firmware(&src, &mut lock, &opts, &AptGet).unwrap();
+    assert!(changed);
+    let Firmware::SystemdBoot { efi, package } = fw else {
+        panic!("pc firmware")
+    };
+    let bytes = std::fs::read(&efi).unwrap();
+    assert_eq!(&bytes[..2], b"MZ");
+    assert!(
+        bytes.windows(12).any(|w| w == b"systemd-boot"),
+        "the binary names itself"
+    );
+    let p = package.unwrap();
+    assert_eq!(p.package, "systemd-boot-efi");
+    assert_eq!(lock.firmware.as_ref(), Some(&p));
+    let (_, changed) = resolve_firmware(&src, &mut lock, &opts, &AptGet).unwrap();
+    assert!(!changed);
+}

@@ -1,0 +1,513 @@
+//! Building user packages and the krazy system programs as static binaries
+//! for the image's target, with cargo, in parallel, with progress.
+//!
+//! Toolchain choice ([`Toolchain::detect`]):
+//! - the musl target (`x86_64-unknown-linux-musl`, `aarch64-unknown-linux-musl`)
+//!   when its standard library is installed (`rustup target add …`). Crates
+//!   with C inside need a C compiler for it: `CC_x86_64_unknown_linux_musl=musl-gcc`
+//!   is set when `musl-gcc` exists (Debian: `musl-tools`), and
+//!   `CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc` when that exists
+//!   (`gcc-aarch64-linux-gnu`); without it aarch64 links with `rust-lld`,
+//!   which is enough for pure-Rust crates. Variables already set are kept.
+//! - otherwise the fallback: the gnu target with `-C target-feature=+crt-static`,
+//!   always with an explicit `--target` (so proc-macros still build for the
+//!   host), which yields static-pie binaries. It needs the gnu target's
+//!   standard library (the host's, on x86-64).
+//!
+//! Each build gets its own target directory (so builds run in parallel and
+//! never wait on, or deadlock with, an outer cargo holding the workspace's
+//! lock, as in a `build.rs`). Executables are found by parsing
+//! `cargo build --message-format=json-render-diagnostics`.
+//!
+//! System programs ([`SystemPrograms::locate`]): when krazy-build is compiled
+//! from this workspace (its `CARGO_MANIFEST_DIR`'s parent holds
+//! `krazy-init/Cargo.toml`), `krazy-init`, `krazy-dhcp` and `krazy-ntp` are
+//! built from the workspace; otherwise `cargo install --locked --root CACHE
+//! --target TRIPLE krazy-init@VERSION krazy-net@VERSION` fetches the
+//! published crates of the same version as krazy-build from the registry.
+
+use crate::elf::Arch;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Why a build failed. Each variant names the package.
+#[derive(Debug, thiserror::Error)]
+pub enum CargoError {
+    /// cargo could not be started.
+    #[error("cannot run cargo for {name}: {source}; is cargo on PATH (or $CARGO set)?")]
+    Spawn {
+        /// The build's name.
+        name: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// cargo reported a failure.
+    #[error("building {name} ({manifest}) for {triple} failed:\n{stderr}", manifest = manifest.display())]
+    Failed {
+        /// The build's name.
+        name: String,
+        /// Its manifest.
+        manifest: PathBuf,
+        /// The target triple.
+        triple: String,
+        /// The end of cargo's error output.
+        stderr: String,
+    },
+    /// The package has no binary target of that name.
+    #[error("{name}: package {} has no binary {bin:?} (it has: {found}); fix `bin` in krazy.toml", manifest.display())]
+    NoSuchBin {
+        /// The build's name.
+        name: String,
+        /// Its manifest.
+        manifest: PathBuf,
+        /// The binary asked for.
+        bin: String,
+        /// The binaries built.
+        found: String,
+    },
+    /// The package has several binaries and none was chosen.
+    #[error("{name}: package {} has several binaries ({found}); choose one with `bin = \"…\"` in krazy.toml", manifest.display())]
+    SeveralBins {
+        /// The build's name.
+        name: String,
+        /// Its manifest.
+        manifest: PathBuf,
+        /// The binaries built.
+        found: String,
+    },
+    /// Neither the musl target nor a usable fallback is installed.
+    #[error("no Rust standard library for {arch} static binaries: run `rustup target add {musl}`", arch = arch.name(), musl = musl_triple(*arch))]
+    NoTarget {
+        /// The architecture.
+        arch: Arch,
+    },
+    /// A build thread panicked.
+    #[error("the build thread for {name} panicked")]
+    Panicked {
+        /// The build's name.
+        name: String,
+    },
+}
+
+fn musl_triple(a: Arch) -> &'static str {
+    match a {
+        Arch::X86_64 => "x86_64-unknown-linux-musl",
+        Arch::Aarch64 => "aarch64-unknown-linux-musl",
+    }
+}
+
+fn gnu_triple(a: Arch) -> &'static str {
+    match a {
+        Arch::X86_64 => "x86_64-unknown-linux-gnu",
+        Arch::Aarch64 => "aarch64-unknown-linux-gnu",
+    }
+}
+
+/// How binaries for one architecture are built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Toolchain {
+    /// The architecture.
+    pub arch: Arch,
+    /// The `--target` triple.
+    pub triple: String,
+    /// Environment for cargo (C compilers, linker, rustflags).
+    pub env: Vec<(String, String)>,
+    /// Whether this is the gnu `+crt-static` fallback.
+    pub fallback: bool,
+}
+
+/// Whether the standard library for `triple` is installed in rustc's sysroot.
+pub fn target_installed(triple: &str) -> bool {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let Ok(out) = Command::new(rustc).args(["--print", "sysroot"]).output() else {
+        return false;
+    };
+    let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(triple)
+        .join("lib")
+        .is_dir()
+}
+
+/// Whether `prog` is an executable on PATH.
+fn on_path(prog: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|d| {
+            let p = d.join(prog);
+            p.metadata().is_ok_and(|m| {
+                m.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+            })
+        })
+    })
+}
+
+impl Toolchain {
+    /// Picks the musl target when installed, else the documented gnu
+    /// `+crt-static` fallback; see the module documentation.
+    pub fn detect(arch: Arch) -> Result<Toolchain, CargoError> {
+        let musl = musl_triple(arch);
+        let env_key = |t: &str| t.replace('-', "_");
+        let set_if_unset = |env: &mut Vec<(String, String)>, k: String, v: &str| {
+            if std::env::var_os(&k).is_none() {
+                env.push((k, v.to_string()));
+            }
+        };
+        if target_installed(musl) {
+            let mut env = Vec::new();
+            match arch {
+                Arch::X86_64 => {
+                    if on_path("musl-gcc") {
+                        set_if_unset(&mut env, format!("CC_{}", env_key(musl)), "musl-gcc");
+                    }
+                }
+                Arch::Aarch64 => {
+                    if on_path("aarch64-linux-gnu-gcc") {
+                        set_if_unset(
+                            &mut env,
+                            format!("CC_{}", env_key(musl)),
+                            "aarch64-linux-gnu-gcc",
+                        );
+                    } else {
+                        set_if_unset(
+                            &mut env,
+                            format!("CARGO_TARGET_{}_LINKER", env_key(musl).to_uppercase()),
+                            "rust-lld",
+                        );
+                    }
+                }
+            }
+            return Ok(Toolchain {
+                arch,
+                triple: musl.to_string(),
+                env,
+                fallback: false,
+            });
+        }
+        let gnu = gnu_triple(arch);
+        if target_installed(gnu) {
+            let key = env_key(gnu).to_uppercase();
+            let mut env = vec![(
+                format!("CARGO_TARGET_{key}_RUSTFLAGS"),
+                "-C target-feature=+crt-static".to_string(),
+            )];
+            if arch == Arch::Aarch64 && on_path("aarch64-linux-gnu-gcc") {
+                set_if_unset(
+                    &mut env,
+                    format!("CARGO_TARGET_{key}_LINKER"),
+                    "aarch64-linux-gnu-gcc",
+                );
+            }
+            return Ok(Toolchain {
+                arch,
+                triple: gnu.to_string(),
+                env,
+                fallback: true,
+            });
+        }
+        Err(CargoError::NoTarget { arch })
+    }
+}
+
+/// One cargo invocation: a package (or workspace packages) and the binaries
+/// wanted from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSpec {
+    /// A name for messages and the target directory (the service name).
+    pub name: String,
+    /// The `Cargo.toml` to build.
+    pub manifest: PathBuf,
+    /// `-p` packages (for workspaces); empty builds the manifest's package.
+    pub packages: Vec<String>,
+    /// The binaries wanted; empty means "the only binary".
+    pub bins: Vec<String>,
+}
+
+impl BuildSpec {
+    /// A user package from krazy.toml: its directory and optional `bin`.
+    pub fn package(name: &str, dir: &Path, bin: Option<&str>) -> BuildSpec {
+        BuildSpec {
+            name: name.to_string(),
+            manifest: dir.join("Cargo.toml"),
+            packages: Vec::new(),
+            bins: bin.map(|b| vec![b.to_string()]).unwrap_or_default(),
+        }
+    }
+}
+
+/// Options for [`build_all`].
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Parent of the per-build target directories.
+    pub target_dir: PathBuf,
+    /// Build with `--release` (the default for images).
+    pub release: bool,
+    /// Show progress bars on stderr.
+    pub progress: bool,
+    /// Pass `--locked` (use the packages' Cargo.lock exactly).
+    pub locked: bool,
+}
+
+/// A built executable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    /// The build's name.
+    pub spec: String,
+    /// The binary target's name.
+    pub bin: String,
+    /// The executable.
+    pub path: PathBuf,
+}
+
+/// Builds every spec in parallel (one cargo each, own target directory) and
+/// returns the executables in spec order, then binary order.
+pub fn build_all(
+    specs: &[BuildSpec],
+    tc: &Toolchain,
+    opts: &BuildOptions,
+) -> Result<Vec<Built>, CargoError> {
+    let mp = MultiProgress::with_draw_target(if opts.progress {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let style = ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg} [{elapsed}]")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let results: Vec<Result<Vec<Built>, CargoError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = specs
+            .iter()
+            .map(|spec| {
+                let pb = mp.add(ProgressBar::new_spinner());
+                pb.set_style(style.clone());
+                pb.set_prefix(spec.name.clone());
+                pb.enable_steady_tick(std::time::Duration::from_millis(120));
+                let h = s.spawn(move || {
+                    let r = build_one(spec, tc, opts, &pb);
+                    match &r {
+                        Ok(b) => pb.finish_with_message(format!("built {}", b.len())),
+                        Err(_) => pb.abandon_with_message("failed"),
+                    }
+                    r
+                });
+                (spec.name.clone(), h)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(name, h)| h.join().unwrap_or(Err(CargoError::Panicked { name })))
+            .collect()
+    });
+    let mut out = Vec::new();
+    for r in results {
+        out.extend(r?);
+    }
+    Ok(out)
+}
+
+/// The cargo command for one spec (exposed for `--verbose` output and tests).
+pub fn build_command(spec: &BuildSpec, tc: &Toolchain, opts: &BuildOptions) -> Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut c = Command::new(cargo);
+    c.arg("build")
+        .arg("--manifest-path")
+        .arg(&spec.manifest)
+        .args(["--target", &tc.triple])
+        .args(["--message-format", "json-render-diagnostics"])
+        .arg("--target-dir")
+        .arg(opts.target_dir.join(&spec.name));
+    if opts.release {
+        c.arg("--release");
+    }
+    if opts.locked {
+        c.arg("--locked");
+    }
+    for p in &spec.packages {
+        c.args(["-p", p]);
+    }
+    for b in &spec.bins {
+        c.args(["--bin", b]);
+    }
+    // An outer cargo (build.rs, cargo test) must not leak its settings into
+    // ours; our target-specific variables come after.
+    for k in [
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_MAKEFLAGS",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
+        c.env_remove(k);
+    }
+    for (k, v) in &tc.env {
+        c.env(k, v);
+    }
+    c
+}
+
+fn build_one(
+    spec: &BuildSpec,
+    tc: &Toolchain,
+    opts: &BuildOptions,
+    pb: &ProgressBar,
+) -> Result<Vec<Built>, CargoError> {
+    let mut cmd = build_command(spec, tc, opts);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|source| CargoError::Spawn {
+        name: spec.name.clone(),
+        source,
+    })?;
+    // Drain stderr on a thread, keeping its tail for the error message.
+    let stderr = child.stderr.take();
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut e) = stderr {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    });
+    let mut bins: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut n = 0usize;
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if msg["reason"] != "compiler-artifact" {
+                continue;
+            }
+            n += 1;
+            let target = &msg["target"];
+            let tname = target["name"].as_str().unwrap_or("");
+            pb.set_message(format!("compiled {tname} ({n} crates)"));
+            let is_bin = target["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|x| x == "bin"));
+            if let (true, Some(exe)) = (is_bin, msg["executable"].as_str()) {
+                bins.insert(tname.to_string(), PathBuf::from(exe));
+            }
+        }
+    }
+    let status = child.wait().map_err(|source| CargoError::Spawn {
+        name: spec.name.clone(),
+        source,
+    })?;
+    let stderr = err_thread.join().unwrap_or_default();
+    if !status.success() {
+        let lines: Vec<&str> = stderr.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        return Err(CargoError::Failed {
+            name: spec.name.clone(),
+            manifest: spec.manifest.clone(),
+            triple: tc.triple.clone(),
+            stderr: tail,
+        });
+    }
+    let found = || bins.keys().cloned().collect::<Vec<_>>().join(", ");
+    if spec.bins.is_empty() {
+        return match bins.len() {
+            1 => Ok(bins
+                .iter()
+                .map(|(b, p)| Built {
+                    spec: spec.name.clone(),
+                    bin: b.clone(),
+                    path: p.clone(),
+                })
+                .collect()),
+            0 => Err(CargoError::NoSuchBin {
+                name: spec.name.clone(),
+                manifest: spec.manifest.clone(),
+                bin: spec.name.clone(),
+                found: "none".into(),
+            }),
+            _ => Err(CargoError::SeveralBins {
+                name: spec.name.clone(),
+                manifest: spec.manifest.clone(),
+                found: found(),
+            }),
+        };
+    }
+    spec.bins
+        .iter()
+        .map(|b| {
+            bins.get(b)
+                .map(|p| Built {
+                    spec: spec.name.clone(),
+                    bin: b.clone(),
+                    path: p.clone(),
+                })
+                .ok_or_else(|| CargoError::NoSuchBin {
+                    name: spec.name.clone(),
+                    manifest: spec.manifest.clone(),
+                    bin: b.clone(),
+                    found: found(),
+                })
+        })
+        .collect()
+}
+
+/// Where the system programs (`krazy-init`, `krazy-dhcp`, `krazy-ntp`) come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SystemPrograms {
+    /// Built from this workspace (its root `Cargo.toml`).
+    Workspace(PathBuf),
+    /// Installed from the crates registry at this version (krazy-build's own).
+    Registry(String),
+}
+
+/// The system programs and where each goes in the root file system.
+pub const SYSTEM_BINS: [(&str, &str, &str); 3] = [
+    ("krazy-init", "krazy-init", "krazy/init"),
+    ("krazy-net", "krazy-dhcp", "krazy/dhcp"),
+    ("krazy-net", "krazy-ntp", "krazy/ntp"),
+];
+
+impl SystemPrograms {
+    /// The workspace when krazy-build was compiled from one that holds
+    /// `krazy-init`, else the registry at krazy-build's version.
+    pub fn locate() -> SystemPrograms {
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        Self::locate_from(here)
+    }
+
+    /// [`SystemPrograms::locate`] for a given krazy-build source directory.
+    pub fn locate_from(manifest_dir: &Path) -> SystemPrograms {
+        if let Some(ws) = manifest_dir.parent() {
+            if ws.join("krazy-init/Cargo.toml").is_file() && ws.join("Cargo.toml").is_file() {
+                return SystemPrograms::Workspace(ws.join("Cargo.toml"));
+            }
+        }
+        SystemPrograms::Registry(env!("CARGO_PKG_VERSION").to_string())
+    }
+
+    /// The workspace build of all three programs (one cargo invocation).
+    pub fn workspace_spec(manifest: &Path) -> BuildSpec {
+        BuildSpec {
+            name: "krazy-system".into(),
+            manifest: manifest.to_path_buf(),
+            packages: vec!["krazy-init".into(), "krazy-net".into()],
+            bins: SYSTEM_BINS.iter().map(|(_, b, _)| b.to_string()).collect(),
+        }
+    }
+
+    /// The `cargo install` command that fetches the published programs into
+    /// `root/bin` for the toolchain's target.
+    pub fn install_command(version: &str, root: &Path, tc: &Toolchain) -> Command {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut c = Command::new(cargo);
+        c.args(["install", "--locked", "--root"])
+            .arg(root)
+            .args(["--target", &tc.triple])
+            .arg(format!("krazy-init@{version}"))
+            .arg(format!("krazy-net@{version}"));
+        for (k, v) in &tc.env {
+            c.env(k, v);
+        }
+        c
+    }
+}

@@ -1,0 +1,323 @@
+//! An instance's secrets, created once by `krazy new DIR` in `DIR/secrets/`
+//! (mode 0700, every file 0600, plus a `.gitignore` of `*` so they are never
+//! committed by accident):
+//!
+//! | file | contents |
+//! |---|---|
+//! | `password` | the web password: 24 characters from an unambiguous alphabet, then `\n` |
+//! | `update-key.pk8` | the ed25519 update signing key, PKCS#8 v2 DER (as ring writes it) |
+//! | `update-key.pub` | its 32-byte public key as lower-case hex, then `\n` (baked into the image) |
+//! | `tls-cert.pem` | a self-signed certificate for the hostname (and `localhost`), pinned by the client |
+//! | `tls-key.pem` | its private key, PKCS#8 PEM |
+//!
+//! The image holds only the password's salted hash, in the form
+//! `sha256$<salt hex>$<hash hex>` where the salt is 16 random bytes and the
+//! hash is SHA-256(salt ‖ password bytes). A fast hash is enough because the
+//! password is random with ~137 bits of entropy; krazy-init's web auth
+//! verifies this form with [`verify_password`]'s logic (constant time).
+
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The characters a password is drawn from: no `0 O o 1 l I i`.
+pub const PASSWORD_ALPHABET: &[u8] = b"23456789abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ";
+/// The length of a generated password.
+pub const PASSWORD_LEN: usize = 24;
+
+/// Why secrets could not be made, written or read. Each variant names the path.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    /// The system's random number generator failed.
+    #[error("the system random number generator failed")]
+    Random,
+    /// Creating the key pair or certificate failed.
+    #[error("cannot create the {what}: {reason}")]
+    Crypto {
+        /// What was being made.
+        what: &'static str,
+        /// The library's message.
+        reason: String,
+    },
+    /// A secret file already exists; secrets are never overwritten.
+    #[error("{} already exists; secrets are never overwritten (move it away to make new ones)", path.display())]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Reading or writing a file failed.
+    #[error("cannot access {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A secret file's contents are not in the documented form.
+    #[error("{} is not in the expected form: {reason}", path.display())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+/// An instance's secrets in memory.
+#[derive(Clone)]
+pub struct Secrets {
+    /// The web password.
+    pub password: String,
+    /// The ed25519 update key, PKCS#8 v2 DER.
+    pub update_key_pkcs8: Vec<u8>,
+    /// The update public key (32 bytes).
+    pub update_public_key: [u8; 32],
+    /// The TLS certificate, PEM.
+    pub tls_cert_pem: String,
+    /// The TLS private key, PKCS#8 PEM.
+    pub tls_key_pem: String,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field("password", &"<redacted>")
+            .field("update_public_key", &hex::encode(self.update_public_key))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A random password of `len` characters from [`PASSWORD_ALPHABET`]
+/// (rejection sampling, so every character is equally likely).
+pub fn random_password(len: usize) -> Result<String, SecretsError> {
+    let rng = SystemRandom::new();
+    let n = PASSWORD_ALPHABET.len();
+    // Largest multiple of n that fits in a byte: bytes above it are redrawn.
+    let limit = 256 - 256 % n;
+    let mut out = String::with_capacity(len);
+    let mut buf = [0u8; 64];
+    while out.len() < len {
+        rng.fill(&mut buf).map_err(|_| SecretsError::Random)?;
+        for &b in &buf {
+            if (b as usize) < limit && out.len() < len {
+                out.push(PASSWORD_ALPHABET[b as usize % n] as char);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The salted hash stored in the image: `sha256$<salt hex>$<hash hex>`,
+/// hash = SHA-256(salt ‖ password).
+pub fn hash_password_with_salt(password: &str, salt: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(password.as_bytes());
+    format!("sha256${}${}", hex::encode(salt), hex::encode(h.finalize()))
+}
+
+/// [`hash_password_with_salt`] with 16 fresh random bytes of salt.
+pub fn hash_password(password: &str) -> Result<String, SecretsError> {
+    let mut salt = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut salt)
+        .map_err(|_| SecretsError::Random)?;
+    Ok(hash_password_with_salt(password, &salt))
+}
+
+/// Whether `password` matches an encoded hash (constant time in the hash
+/// comparison; a malformed encoding never matches).
+pub fn verify_password(password: &str, encoded: &str) -> bool {
+    let mut parts = encoded.split('$');
+    let (Some("sha256"), Some(salt), Some(hash), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let (Ok(salt), Ok(want)) = (hex::decode(salt), hex::decode(hash)) else {
+        return false;
+    };
+    let mut h = Sha256::new();
+    h.update(&salt);
+    h.update(password.as_bytes());
+    let got = h.finalize();
+    want.len() == got.len()
+        && want
+            .iter()
+            .zip(got.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+impl Secrets {
+    /// Makes fresh secrets for an instance named `hostname`.
+    pub fn generate(hostname: &str) -> Result<Secrets, SecretsError> {
+        let rng = SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| SecretsError::Crypto {
+            what: "ed25519 update key",
+            reason: "ring failed to generate a key".into(),
+        })?;
+        let kp = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|e| SecretsError::Crypto {
+            what: "ed25519 update key",
+            reason: e.to_string(),
+        })?;
+        let mut public = [0u8; 32];
+        public.copy_from_slice(kp.public_key().as_ref());
+        let ck =
+            rcgen::generate_simple_self_signed(vec![hostname.to_string(), "localhost".to_string()])
+                .map_err(|e| SecretsError::Crypto {
+                    what: "TLS certificate",
+                    reason: e.to_string(),
+                })?;
+        Ok(Secrets {
+            password: random_password(PASSWORD_LEN)?,
+            update_key_pkcs8: pkcs8.as_ref().to_vec(),
+            update_public_key: public,
+            tls_cert_pem: ck.cert.pem(),
+            tls_key_pem: ck.signing_key.serialize_pem(),
+        })
+    }
+
+    /// Writes the secrets into `dir` (created with mode 0700), each file new
+    /// with mode 0600, plus `.gitignore`. Never overwrites an existing file.
+    pub fn write(&self, dir: &Path) -> Result<(), SecretsError> {
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SecretsError::Io { path, source }
+        };
+        match fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
+            }
+            Err(e) => return Err(io_err(dir)(e)),
+        }
+        let files: [(&str, Vec<u8>); 6] = [
+            (
+                ".gitignore",
+                b"# Never commit an instance's secrets.\n*\n".to_vec(),
+            ),
+            ("password", format!("{}\n", self.password).into_bytes()),
+            ("update-key.pk8", self.update_key_pkcs8.clone()),
+            (
+                "update-key.pub",
+                format!("{}\n", hex::encode(self.update_public_key)).into_bytes(),
+            ),
+            ("tls-cert.pem", self.tls_cert_pem.clone().into_bytes()),
+            ("tls-key.pem", self.tls_key_pem.clone().into_bytes()),
+        ];
+        for (name, _) in &files {
+            let p = dir.join(name);
+            if fs::symlink_metadata(&p).is_ok() {
+                return Err(SecretsError::Exists { path: p });
+            }
+        }
+        for (name, bytes) in files {
+            let p = dir.join(name);
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&p)
+                .map_err(|e| {
+                    if e.kind() == io::ErrorKind::AlreadyExists {
+                        SecretsError::Exists { path: p.clone() }
+                    } else {
+                        io_err(&p)(e)
+                    }
+                })?;
+            f.write_all(&bytes).map_err(io_err(&p))?;
+            f.sync_all().map_err(io_err(&p))?;
+        }
+        Ok(())
+    }
+
+    /// Reads secrets written by [`Secrets::write`], checking their forms
+    /// (the key pair must match its public key).
+    pub fn read(dir: &Path) -> Result<Secrets, SecretsError> {
+        let read = |name: &str| {
+            let p = dir.join(name);
+            fs::read(&p).map_err(|source| SecretsError::Io { path: p, source })
+        };
+        let text = |name: &str| read(name).map(|b| String::from_utf8_lossy(&b).into_owned());
+        let password = text("password")?.trim_end_matches('\n').to_string();
+        if password.len() < 20 {
+            return Err(SecretsError::Malformed {
+                path: dir.join("password"),
+                reason: "the password must be at least 20 characters",
+            });
+        }
+        let pkcs8 = read("update-key.pk8")?;
+        let kp = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| SecretsError::Malformed {
+            path: dir.join("update-key.pk8"),
+            reason: "not an ed25519 PKCS#8 v2 key",
+        })?;
+        let pub_path = dir.join("update-key.pub");
+        let public: [u8; 32] = hex::decode(text("update-key.pub")?.trim())
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or(SecretsError::Malformed {
+                path: pub_path.clone(),
+                reason: "not 32 bytes of hex",
+            })?;
+        if kp.public_key().as_ref() != public {
+            return Err(SecretsError::Malformed {
+                path: pub_path,
+                reason: "the public key does not belong to update-key.pk8",
+            });
+        }
+        Ok(Secrets {
+            password,
+            update_key_pkcs8: pkcs8,
+            update_public_key: public,
+            tls_cert_pem: text("tls-cert.pem")?,
+            tls_key_pem: text("tls-key.pem")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_alphabet_and_length() {
+        let p = random_password(PASSWORD_LEN).unwrap();
+        assert_eq!(p.len(), 24);
+        assert!(p.bytes().all(|b| PASSWORD_ALPHABET.contains(&b)));
+        for c in b"0O1lIio" {
+            assert!(!PASSWORD_ALPHABET.contains(c));
+        }
+        assert_ne!(p, random_password(PASSWORD_LEN).unwrap());
+        // Every character of the alphabet shows up over many draws.
+        let many = random_password(20_000).unwrap();
+        assert!(PASSWORD_ALPHABET
+            .iter()
+            .all(|c| many.as_bytes().contains(c)));
+    }
+
+    #[test]
+    fn hash_format_is_as_documented() {
+        // Independent recomputation: sha256(salt || password) of known bytes.
+        let h = hash_password_with_salt("pw", &[0u8; 4]);
+        let mut d = Sha256::new();
+        d.update([0u8, 0, 0, 0, b'p', b'w']);
+        assert_eq!(h, format!("sha256$00000000${}", hex::encode(d.finalize())));
+        let h = hash_password("correct horse").unwrap();
+        let parts: Vec<_> = h.split('$').collect();
+        assert_eq!(
+            (parts.len(), parts[0], parts[1].len(), parts[2].len()),
+            (3, "sha256", 32, 64)
+        );
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("correct horsf", &h));
+        assert!(!verify_password("x", "sha256$zz$00"));
+        assert!(!verify_password("x", "md5$00$00"));
+        assert!(!verify_password("x", ""));
+    }
+}
