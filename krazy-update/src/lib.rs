@@ -84,6 +84,14 @@
 //! while it is written in 1 MiB chunks (constant memory); the manifest's
 //! size and SHA-256 for that part must match exactly.
 //!
+//! # The client
+//!
+//! [`client::Client`] pushes an update from the build host: blocking
+//! HTTP/1.1 over TCP, TLS with the instance's certificate pinned, HTTP Basic
+//! auth as user `krazy`; [`client::Client::update`] checks the features,
+//! puts the manifest and streams the parts, switches, reboots and waits for
+//! the new build to commit (or reports the rollback's reason and log).
+//!
 //! # Trial, health, commit, rollback
 //!
 //! [`bootflow::BootFlow`] is the platform seam (systemd-boot one-shot on
@@ -96,6 +104,7 @@
 pub mod bootarchive;
 pub mod bootfiles;
 pub mod bootflow;
+pub mod client;
 pub mod device;
 pub mod efivars;
 pub mod health;
