@@ -19,7 +19,6 @@ pub mod cpio;
 pub mod dev;
 pub mod ext4;
 pub mod fat;
-
 pub mod squashfs;
 pub mod tree;
 
