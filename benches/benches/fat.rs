@@ -22,11 +22,21 @@ fn esp_tree(dir: &Path) {
             })
             .collect()
     };
-    for d in ["EFI/BOOT", "loader/entries", "krazy/a", "krazy/b", "overlays"] {
+    for d in [
+        "EFI/BOOT",
+        "loader/entries",
+        "krazy/a",
+        "krazy/b",
+        "overlays",
+    ] {
         fs::create_dir_all(dir.join(d)).unwrap();
     }
     fs::write(dir.join("EFI/BOOT/BOOTX64.EFI"), noise(100 << 10, 1)).unwrap();
-    fs::write(dir.join("loader/loader.conf"), "default krazy-a.conf\ntimeout 0\n").unwrap();
+    fs::write(
+        dir.join("loader/loader.conf"),
+        "default krazy-a.conf\ntimeout 0\n",
+    )
+    .unwrap();
     for s in ["a", "b"] {
         fs::write(
             dir.join(format!("loader/entries/krazy-{s}.conf")),
