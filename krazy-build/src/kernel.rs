@@ -666,9 +666,15 @@ pub fn read_module(path: &Path) -> Result<ModInfo, KernelError> {
     let raw = fs::read(path).map_err(io_err(path))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let data = if name.ends_with(".ko.xz") {
-        let mut out = LimitedVec(Vec::new());
-        lzma_rs::xz_decompress(&mut &raw[..], &mut out).map_err(|e| bad(format!("xz: {e}")))?;
-        out.0
+        let stream = liblzma::stream::Stream::new_stream_decoder(MAX_MODULE, 0)
+            .map_err(|e| bad(format!("xz: {e}")))?;
+        let mut dec = liblzma::read::XzDecoder::new_stream(&raw[..], stream);
+        let mut out = Vec::new();
+        (&mut dec)
+            .take(MAX_MODULE)
+            .read_to_end(&mut out)
+            .map_err(|e| bad(format!("xz: {e}")))?;
+        out
     } else if name.ends_with(".ko.zst") {
         let mut dec = ruzstd::decoding::StreamingDecoder::new(&raw[..])
             .map_err(|e| bad(format!("zstd: {e}")))?;
@@ -694,22 +700,6 @@ pub fn read_module(path: &Path) -> Result<ModInfo, KernelError> {
         mi.name = normalize_module_name(module_stem(name));
     }
     Ok(mi)
-}
-
-/// A `Vec` writer that refuses to grow past [`MAX_MODULE`].
-struct LimitedVec(Vec<u8>);
-
-impl io::Write for LimitedVec {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        if self.0.len() as u64 + b.len() as u64 > MAX_MODULE {
-            return Err(io::Error::other("module larger than 256 MiB"));
-        }
-        self.0.extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 fn module_stem(file_name: &str) -> &str {

@@ -402,3 +402,25 @@ fn deb_source_is_pinned_too() {
     let e = Kernel::from_dir(&t.path().join("cache")).unwrap_err();
     assert!(matches!(e, KernelError::NoKernel { .. }), "{e}");
 }
+
+#[test]
+fn xz_compressed_modules_are_read() {
+    let t = tempfile::tempdir().unwrap();
+    let tree = fake_kernel(t.path());
+    let m = tree.join("lib/modules/9.9.9");
+    let ko = m.join("kernel/fs/nls/nls_ascii.ko");
+    assert!(Command::new("xz")
+        .arg("--check=crc32")
+        .arg(&ko)
+        .status()
+        .unwrap()
+        .success());
+    assert!(!ko.exists());
+    let idx = ModuleIndex::scan(&m, "9.9.9").unwrap();
+    assert_eq!(
+        idx.modules["nls_ascii"].rel_path,
+        "kernel/fs/nls/nls_ascii.ko.xz"
+    );
+    let c = idx.closure(&ModuleRequest::pc()).unwrap();
+    assert!(c.iter().any(|m| m.name == "nls_ascii"));
+}
