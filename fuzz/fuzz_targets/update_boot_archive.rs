@@ -1,0 +1,52 @@
+//! The pc boot part: any bytes as a `PUT /update/boot` body, unpacked into
+//! fixed-capacity files in memory. Never panics, never grows a file, and
+//! on success every required file was written.
+#![no_main]
+
+use std::collections::BTreeMap;
+use std::io;
+
+use krazy_update::bootarchive::{unpack, BootFile};
+use krazy_update::bootfiles::BootFiles;
+use krazy_update::protocol::Slot;
+use libfuzzer_sys::fuzz_target;
+
+struct Mem(BTreeMap<String, Vec<u8>>);
+
+impl BootFiles for Mem {
+    fn capacity(&mut self, path: &str) -> io::Result<u64> {
+        self.0
+            .get(path)
+            .map(|f| f.len() as u64)
+            .ok_or_else(|| io::ErrorKind::NotFound.into())
+    }
+    fn write_at(&mut self, path: &str, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        let f = self.0.get_mut(path).ok_or(io::ErrorKind::NotFound)?;
+        let end = offset as usize + bytes.len();
+        if end > f.len() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        f[offset as usize..end].copy_from_slice(bytes);
+        Ok(())
+    }
+    fn read(&mut self, path: &str, _max: u64) -> io::Result<Vec<u8>> {
+        self.0.get(path).cloned().ok_or_else(|| io::ErrorKind::NotFound.into())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut files = Mem(BTreeMap::new());
+    for f in [BootFile::Vmlinuz, BootFile::Initrd, BootFile::Entry] {
+        files.0.insert(f.esp_path(Slot::B), vec![0xee; 4096]);
+    }
+    let mut src = data;
+    if let Ok(seen) = unpack(&mut src, Slot::B, &mut files) {
+        assert!(seen.iter().any(|h| h.file == BootFile::Vmlinuz));
+        assert!(seen.iter().any(|h| h.file == BootFile::Entry));
+        assert!(!files.0[&BootFile::Vmlinuz.esp_path(Slot::B)].contains(&0xee));
+    }
+    assert!(files.0.values().all(|f| f.len() == 4096));
+});
