@@ -59,10 +59,16 @@ fn main() -> anyhow::Result<()> {
         .init();
     if is_pid1 {
         let argv0 = std::env::args().next().unwrap_or_default();
-        if argv0 == "/init" {
-            return krazy_init::pid1::stage1::run_linux();
-        }
-        return krazy_init::pid1::stage2::run_linux();
+        // TODO(lead): pass a Platform wired to krazy-disk (PARTUUID lookup) and
+        // krazy-fs (ext4 for a blank /perm) instead of `Unwired`.
+        let platform = krazy_init::pid1::Unwired;
+        let err = if argv0 == "/init" {
+            krazy_init::pid1::stage1::run_linux(&platform)
+        } else {
+            krazy_init::pid1::stage2::run_linux(&platform)
+        };
+        // PID 1 exiting panics the kernel (which reboots with panic=N): say why first.
+        return Err(err.into());
     }
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_current_thread()
