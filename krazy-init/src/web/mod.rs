@@ -1,0 +1,666 @@
+//! The web interface: HTML status pages and the JSON API over hyper 1, with rustls.
+//!
+//! [`Web`] answers requests; [`Web::serve_tcp`] and [`Web::serve_unix`] run
+//! listeners. TCP requests need HTTP Basic auth (user `krazy`); Unix-socket
+//! requests are trusted. See the crate documentation for the API table.
+
+pub mod auth;
+mod html;
+pub mod parse;
+pub mod system;
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, LOCATION, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::sync::{mpsc, watch};
+
+use crate::logbuf::{Follower, LogItem, Stream};
+use crate::supervisor::Supervisor;
+use auth::{Csrf, Password};
+use parse::{Power, Route, ServiceAction};
+
+/// Errors of setting up the web interface.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    /// A TCP address that is not loopback, RFC 1918, ULA or link-local.
+    #[error("refusing to listen on {0}: it is not a loopback or private address (RFC 1918, ULA, link-local)")]
+    PublicAddress(IpAddr),
+    /// Binding a TCP address failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Binding the Unix socket failed.
+    #[error("cannot listen on the Unix socket {path}: {source}")]
+    BindUnix {
+        /// The socket path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Reading a certificate or key file failed.
+    #[error("cannot read TLS file {path}: {source}")]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The PEM file holds no certificate or no private key.
+    #[error("TLS file {0} holds no usable certificate or private key")]
+    TlsEmpty(PathBuf),
+    /// rustls rejected the certificate and key.
+    #[error("rustls rejected the certificate or key: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The system random generator failed (CSRF secret).
+    #[error("cannot get random bytes for the CSRF secret")]
+    Random,
+}
+
+/// A reboot or poweroff asked for through the web interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerRequest {
+    /// Reboot.
+    Reboot,
+    /// Power off.
+    Poweroff,
+}
+
+/// Settings of the web interface.
+#[derive(Default)]
+pub struct WebConfig {
+    /// The instance password; without one, TCP requests always get 401.
+    pub password: Option<Password>,
+    /// Shown as `build_id`.
+    pub build_id: Option<String>,
+    /// Shown as `running_slot`.
+    pub running_slot: Option<String>,
+    /// Where `/perm` is (for its usage figures).
+    pub perm: Option<PathBuf>,
+    /// TLS: with it, TCP connections speak HTTPS, and plain HTTP gets a redirect.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// The request handler shared by all listeners.
+pub struct Web {
+    sup: Supervisor,
+    cfg: WebConfig,
+    csrf: Csrf,
+    power: mpsc::UnboundedSender<PowerRequest>,
+    addresses_changed: watch::Sender<u64>,
+}
+
+/// Largest request body read.
+pub const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotifyAddress {
+    address: IpAddr,
+    prefix: u8,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotifyNetwork {
+    interface: String,
+    addresses: Vec<NotifyAddress>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotifyClock {
+    synchronized: bool,
+}
+
+fn full(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
+    r
+}
+
+fn json(status: StatusCode, v: &impl serde::Serialize) -> Response<Body> {
+    let body = serde_json::to_vec(v).unwrap_or_else(|_| b"null".to_vec());
+    full(status, "application/json", body)
+}
+
+fn error(status: StatusCode, msg: &str) -> Response<Body> {
+    json(status, &serde_json::json!({ "error": msg }))
+}
+
+fn redirect(status: StatusCode, to: &str) -> Response<Body> {
+    let mut r = full(status, "text/plain; charset=utf-8", format!("see {to}\n"));
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(LOCATION, v);
+    }
+    r
+}
+
+/// A body fed by a channel (server-sent events).
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+fn sse_event(stream: Stream, text: &str) -> Bytes {
+    let clean: String = text.chars().filter(|&c| c != '\r' && c != '\n').collect();
+    Bytes::from(format!("event: {}\ndata: {clean}\n\n", stream.as_str()))
+}
+
+impl Web {
+    /// A handler over `sup`; reboot and poweroff requests go to `power`.
+    pub fn new(
+        sup: Supervisor,
+        cfg: WebConfig,
+        power: mpsc::UnboundedSender<PowerRequest>,
+    ) -> Result<Arc<Self>, WebError> {
+        let csrf = Csrf::random().map_err(|_| WebError::Random)?;
+        Ok(Arc::new(Web {
+            sup,
+            cfg,
+            csrf,
+            power,
+            addresses_changed: watch::channel(0).0,
+        }))
+    }
+
+    /// Changes each time the network notify endpoint is called (listeners re-scan).
+    pub fn addresses_changed(&self) -> watch::Receiver<u64> {
+        self.addresses_changed.subscribe()
+    }
+
+    /// Accepts TCP connections forever (HTTPS when TLS is configured, with
+    /// plain HTTP answered by a redirect on the same port).
+    pub async fn serve_tcp(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let web = self.clone();
+            tokio::spawn(async move { web.tcp_connection(stream).await });
+        }
+    }
+
+    async fn tcp_connection(self: Arc<Self>, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let Some(tls) = self.cfg.tls.clone() else {
+            self.serve_conn(stream, false, false).await;
+            return;
+        };
+        let mut first = [0u8; 1];
+        let is_tls = matches!(
+            tokio::time::timeout(Duration::from_secs(10), stream.peek(&mut first)).await,
+            Ok(Ok(1))
+        ) && first[0] == 0x16;
+        if is_tls {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                Ok(Ok(s)) => self.serve_conn(s, false, false).await,
+                _ => tracing::debug!("TLS handshake failed"),
+            }
+        } else {
+            self.serve_conn(stream, false, true).await;
+        }
+    }
+
+    /// Accepts Unix-socket connections forever; their requests are trusted.
+    pub async fn serve_unix(self: Arc<Self>, listener: UnixListener) {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let web = self.clone();
+            tokio::spawn(async move { web.serve_conn(stream, true, false).await });
+        }
+    }
+
+    async fn serve_conn<S>(self: Arc<Self>, stream: S, trusted: bool, redirect_only: bool)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let web = self.clone();
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let web = web.clone();
+            async move {
+                if redirect_only {
+                    return Ok::<_, Infallible>(https_redirect(&req));
+                }
+                Ok::<_, Infallible>(web.handle(req, trusted).await)
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .serve_connection(TokioIo::new(stream), svc)
+            .await;
+    }
+
+    /// Answers one request; `trusted` for the Unix socket.
+    pub async fn handle(&self, req: Request<Incoming>, trusted: bool) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        if !trusted {
+            let ok = match &self.cfg.password {
+                Some(p) => p.check_header(parts.headers.get(AUTHORIZATION).map(|v| v.as_bytes())),
+                None => false,
+            };
+            if !ok {
+                let mut r = full(
+                    StatusCode::UNAUTHORIZED,
+                    "text/plain; charset=utf-8",
+                    "authentication required\n",
+                );
+                r.headers_mut().insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"krazy\", charset=\"UTF-8\""),
+                );
+                return r;
+            }
+        }
+        let Some(route) = parse::route(parts.uri.path()) else {
+            return error(StatusCode::NOT_FOUND, "no such page");
+        };
+        let query = parse::parse_pairs(parts.uri.query().unwrap_or("").as_bytes());
+        let is_json = parts
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        let method = parts.method.clone();
+        let needs_post = matches!(
+            route,
+            Route::ServiceForm(..)
+                | Route::PowerForm(_)
+                | Route::ApiServiceAction(..)
+                | Route::ApiPower(_)
+                | Route::NotifyNetwork
+                | Route::NotifyClock
+        );
+        if needs_post && method != Method::POST {
+            return error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        }
+        if !needs_post && method != Method::GET && method != Method::HEAD {
+            return error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+        }
+        let is_api_post = matches!(
+            route,
+            Route::ApiServiceAction(..)
+                | Route::ApiPower(_)
+                | Route::NotifyNetwork
+                | Route::NotifyClock
+        );
+        if is_api_post && !is_json {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "state-changing API requests need Content-Type: application/json",
+            );
+        }
+        let body = if needs_post {
+            match Limited::new(body, MAX_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+            }
+        } else {
+            Bytes::new()
+        };
+        match route {
+            Route::Overview => {
+                let info = self.system();
+                let page = html::overview(&info, &self.sup.list(), &self.csrf);
+                full(StatusCode::OK, "text/html; charset=utf-8", page)
+            }
+            Route::ServicePage(name) => match (
+                self.sup.status(&name),
+                self.sup.config(&name),
+                self.sup.logs(&name),
+            ) {
+                (Some(st), Some(cfg), Some(logs)) => {
+                    let page = html::service(&st, &cfg, &logs, &self.csrf);
+                    full(StatusCode::OK, "text/html; charset=utf-8", page)
+                }
+                _ => error(StatusCode::NOT_FOUND, "no such service"),
+            },
+            Route::ServiceForm(name, action) => {
+                let form = parse::parse_pairs(&body);
+                let path = format!("/services/{name}/{}", action.as_str());
+                if !self
+                    .csrf
+                    .check(&path, parse::get(&form, "csrf").unwrap_or(""))
+                {
+                    return full(
+                        StatusCode::FORBIDDEN,
+                        "text/plain; charset=utf-8",
+                        "missing or wrong CSRF token\n",
+                    );
+                }
+                match self.act(&name, action) {
+                    Ok(()) => redirect(StatusCode::SEE_OTHER, &format!("/services/{name}")),
+                    Err(_) => error(StatusCode::NOT_FOUND, "no such service"),
+                }
+            }
+            Route::PowerForm(p) => {
+                let form = parse::parse_pairs(&body);
+                let path = match p {
+                    Power::Reboot => "/reboot",
+                    Power::Poweroff => "/poweroff",
+                };
+                if !self
+                    .csrf
+                    .check(path, parse::get(&form, "csrf").unwrap_or(""))
+                {
+                    return full(
+                        StatusCode::FORBIDDEN,
+                        "text/plain; charset=utf-8",
+                        "missing or wrong CSRF token\n",
+                    );
+                }
+                self.power(p);
+                full(
+                    StatusCode::ACCEPTED,
+                    "text/html; charset=utf-8",
+                    html::power_page(p),
+                )
+            }
+            Route::ApiSystem => json(StatusCode::OK, &self.system()),
+            Route::ApiServices => json(StatusCode::OK, &self.sup.list()),
+            Route::ApiService(name) => match self.sup.status(&name) {
+                Some(s) => json(StatusCode::OK, &s),
+                None => error(StatusCode::NOT_FOUND, "no such service"),
+            },
+            Route::ApiServiceAction(name, action) => match self.act(&name, action) {
+                Ok(()) => json(StatusCode::ACCEPTED, &serde_json::json!({ "ok": true })),
+                Err(_) => error(StatusCode::NOT_FOUND, "no such service"),
+            },
+            Route::ApiLog(name) => self.log(&name, &query).await,
+            Route::ApiPower(p) => {
+                self.power(p);
+                json(StatusCode::ACCEPTED, &serde_json::json!({ "ok": true }))
+            }
+            Route::NotifyNetwork => {
+                if !trusted {
+                    return error(
+                        StatusCode::FORBIDDEN,
+                        "notify endpoints are served on the Unix socket only",
+                    );
+                }
+                match serde_json::from_slice::<NotifyNetwork>(&body) {
+                    Ok(n) => {
+                        let addrs: Vec<IpAddr> = n.addresses.iter().map(|a| a.address).collect();
+                        tracing::info!(
+                            interface = %n.interface,
+                            "addresses: {:?}",
+                            n.addresses.iter().map(|a| format!("{}/{}", a.address, a.prefix)).collect::<Vec<_>>()
+                        );
+                        self.sup.notify_network(&addrs);
+                        self.addresses_changed.send_modify(|n| *n += 1);
+                        json(StatusCode::OK, &serde_json::json!({ "ok": true }))
+                    }
+                    Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+                }
+            }
+            Route::NotifyClock => {
+                if !trusted {
+                    return error(
+                        StatusCode::FORBIDDEN,
+                        "notify endpoints are served on the Unix socket only",
+                    );
+                }
+                match serde_json::from_slice::<NotifyClock>(&body) {
+                    Ok(c) => {
+                        self.sup.notify_clock(c.synchronized);
+                        json(StatusCode::OK, &serde_json::json!({ "ok": true }))
+                    }
+                    Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+                }
+            }
+        }
+    }
+
+    fn act(&self, name: &str, action: ServiceAction) -> Result<(), crate::SupervisorError> {
+        match action {
+            ServiceAction::Start => self.sup.start(name),
+            ServiceAction::Stop => self.sup.stop(name),
+            ServiceAction::Restart => self.sup.restart(name),
+        }
+    }
+
+    fn power(&self, p: Power) {
+        let _ = self.power.send(match p {
+            Power::Reboot => PowerRequest::Reboot,
+            Power::Poweroff => PowerRequest::Poweroff,
+        });
+    }
+
+    fn system(&self) -> system::SystemInfo {
+        system::gather(
+            self.cfg.perm.as_deref(),
+            self.cfg.build_id.as_deref(),
+            self.cfg.running_slot.as_deref(),
+            self.sup.clock_synchronized(),
+        )
+    }
+
+    async fn log(&self, name: &str, query: &[(String, String)]) -> Response<Body> {
+        let Some(logs) = self.sup.logs(name) else {
+            return error(StatusCode::NOT_FOUND, "no such service");
+        };
+        let mut follower = match parse::get(query, "stream").unwrap_or("both") {
+            "stdout" => Follower::new(&[&logs.stdout]),
+            "stderr" => Follower::new(&[&logs.stderr]),
+            "both" => Follower::new(&[&logs.stdout, &logs.stderr]),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "stream must be stdout, stderr or both",
+                )
+            }
+        };
+        let follow = matches!(parse::get(query, "follow"), Some("1" | "true"));
+        if !follow {
+            let mut text = String::new();
+            for l in follower.take_backlog() {
+                text.push_str(&l.text);
+                text.push('\n');
+            }
+            return full(StatusCode::OK, "text/plain; charset=utf-8", text);
+        }
+        let (tx, rx) = mpsc::channel::<Bytes>(16);
+        tokio::spawn(async move {
+            if tx
+                .send(Bytes::from_static(b": krazy log\n\n"))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            loop {
+                let item = tokio::select! {
+                    i = follower.next() => i,
+                    _ = tokio::time::sleep(Duration::from_secs(15)) => {
+                        if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                let chunk = match item {
+                    Some(LogItem::Line(l)) => sse_event(l.stream, &l.text),
+                    Some(d @ LogItem::Dropped(stream, _)) => sse_event(stream, &d.text()),
+                    None => return,
+                };
+                if tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut r = Response::new(BoxBody::new(ChannelBody(rx)));
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        r.headers_mut()
+            .insert("cache-control", HeaderValue::from_static("no-store"));
+        r
+    }
+}
+
+fn https_redirect(req: &Request<Incoming>) -> Response<Body> {
+    let host = req
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'-' | b'[' | b']')
+                })
+        })
+        .unwrap_or("localhost");
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    redirect(StatusCode::FOUND, &format!("https://{host}{path}"))
+}
+
+/// Binds a TCP listener, refusing addresses that are not loopback or private.
+pub async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, WebError> {
+    if !system::is_private(addr.ip()) {
+        return Err(WebError::PublicAddress(addr.ip()));
+    }
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| WebError::Bind { addr, source })
+}
+
+/// Binds the Unix socket at `path` (a stale socket file is replaced), mode 0600.
+pub fn bind_unix(path: &Path) -> Result<UnixListener, WebError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |source| WebError::BindUnix {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let l = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(l)
+}
+
+/// Loads a PEM certificate chain and private key into a rustls server config (ring provider).
+pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, WebError> {
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| WebError::TlsFile {
+            path: p.to_owned(),
+            source,
+        })
+    };
+    let cert_pem = read(cert)?;
+    let key_pem = read(key)?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(WebError::TlsEmpty(cert.to_owned()));
+    }
+    let key_der = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .ok()
+        .flatten()
+        .ok_or_else(|| WebError::TlsEmpty(key.to_owned()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)?;
+    Ok(Arc::new(cfg))
+}
+
+/// Serves on every private address of every interface on `port` and follows
+/// address changes (re-scanned on each network notification and every 30 s).
+pub async fn serve_private_addresses(web: Arc<Web>, port: u16) {
+    use std::collections::HashMap;
+    let mut running: HashMap<SocketAddr, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut changed = web.addresses_changed();
+    loop {
+        let mut want = Vec::new();
+        for a in system::addresses() {
+            if !system::is_private(a.address) {
+                continue;
+            }
+            let sa = match a.address {
+                IpAddr::V4(v4) => SocketAddr::from((v4, port)),
+                IpAddr::V6(v6) => {
+                    let scope = if (v6.segments()[0] & 0xffc0) == 0xfe80 {
+                        nix::net::if_::if_nametoindex(a.interface.as_str()).unwrap_or(0)
+                    } else {
+                        0
+                    };
+                    SocketAddr::V6(std::net::SocketAddrV6::new(v6, port, 0, scope))
+                }
+            };
+            want.push(sa);
+        }
+        running.retain(|sa, h| {
+            let keep = want.contains(sa) && !h.is_finished();
+            if !keep {
+                h.abort();
+            }
+            keep
+        });
+        for sa in want {
+            if running.contains_key(&sa) {
+                continue;
+            }
+            match bind_tcp(sa).await {
+                Ok(l) => {
+                    tracing::info!("listening on {sa}");
+                    running.insert(sa, tokio::spawn(web.clone().serve_tcp(l)));
+                }
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), changed.changed()).await;
+    }
+}
