@@ -1,1 +1,2 @@
 //! Benchmarks live in `benches/`; this crate has no library code.
+pub mod sample_tree;
