@@ -1,2 +1,2 @@
-//! Benchmarks live in `benches/`; this crate has no library code.
+//! Benchmarks live in `benches/`; this library holds only the shared sample tree they use.
 pub mod sample_tree;
