@@ -1,6 +1,7 @@
 //! Writing an ESP-like tree (a 14 MiB kernel, a 4 MiB initrd, loader files
 //! and a few hundred small files, all host files) into a 512 MiB sparse
 //! FAT32 image. `benches/compare-fat.sh` times mkfs.fat + mcopy on the same tree.
+#![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
 use std::fs::{self, File};
 use std::path::Path;
@@ -22,11 +23,21 @@ fn esp_tree(dir: &Path) {
             })
             .collect()
     };
-    for d in ["EFI/BOOT", "loader/entries", "krazy/a", "krazy/b", "overlays"] {
+    for d in [
+        "EFI/BOOT",
+        "loader/entries",
+        "krazy/a",
+        "krazy/b",
+        "overlays",
+    ] {
         fs::create_dir_all(dir.join(d)).unwrap();
     }
     fs::write(dir.join("EFI/BOOT/BOOTX64.EFI"), noise(100 << 10, 1)).unwrap();
-    fs::write(dir.join("loader/loader.conf"), "default krazy-a.conf\ntimeout 0\n").unwrap();
+    fs::write(
+        dir.join("loader/loader.conf"),
+        "default krazy-a.conf\ntimeout 0\n",
+    )
+    .unwrap();
     for s in ["a", "b"] {
         fs::write(
             dir.join(format!("loader/entries/krazy-{s}.conf")),
