@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Resident memory of `krazy-init supervise` with 10 services (goal: < 4 MiB).
+# Usage: benches/rss-init.sh [debug|release]   (default release)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile="${1:-release}"
+if [ "$profile" = release ]; then
+  cargo build -q -p krazy-init --release --bin krazy-init; bin=target/release/krazy-init
+else
+  cargo build -q -p krazy-init --bin krazy-init; bin=target/debug/krazy-init
+fi
+dir=$(mktemp -d); trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
+{ echo 'version = 1'
+  for i in $(seq 1 10); do
+    printf '[[service]]\nname = "s%d"\npath = "/bin/sh"\nargs = ["-c", "while true; do echo tick; sleep 1; done"]\n' "$i"
+  done; } > "$dir/services.toml"
+echo "rss-bench-password-0123456789" > "$dir/pw"
+"$bin" supervise --config "$dir/services.toml" --listen 127.0.0.1:0 --password-file "$dir/pw" >"$dir/out" 2>/dev/null &
+pid=$!
+sleep 3
+# Exercise the web server once so its buffers are counted.
+addr=$(sed -n 's/krazy-init: listening on //p' "$dir/out")
+curl -s -u krazy:rss-bench-password-0123456789 "http://$addr/" >/dev/null
+curl -s -u krazy:rss-bench-password-0123456789 "http://$addr/api/v1/services" >/dev/null
+sleep 1
+echo "krazy-init ($profile) supervising 10 services: $(grep -E 'VmRSS|VmHWM' /proc/$pid/status | tr -s ' \t' ' ' | paste -sd ' ')"
