@@ -49,7 +49,7 @@ fi
 if command -v dhcpcd >/dev/null; then
   # -1 exit once configured, -4 IPv4 only, -A no ARP probe (neither krazy nor udhcpc probe),
   # -L no IPv4LL, -B foreground, -f /dev/null no config file.
-  CMDS+=(-n dhcpcd "ip netns exec $CLI dhcpcd -1 -4 -A -L -B -f /dev/null -t 20 eth0")
+  CMDS+=(-n dhcpcd "ip netns exec $CLI dhcpcd -1 -4 -A -L -B -f /dev/null -c /bin/true -t 20 eth0")
 fi
 hyperfine --runs "$RUNS" --warmup 2 --prepare "$PREP" --export-markdown "$TMP/result.md" "${CMDS[@]}"
 cat "$TMP/result.md"

@@ -228,6 +228,27 @@ impl Follower {
         self.backlog.drain(..).collect()
     }
 
+    /// The next item if one is ready now, without waiting.
+    pub fn try_next(&mut self) -> Option<LogItem> {
+        if let Some(l) = self.backlog.pop_front() {
+            return Some(LogItem::Line(l));
+        }
+        let mut i = 0;
+        while let Some((stream, rx)) = self.rx.get_mut(i) {
+            match rx.try_recv() {
+                Ok(l) => return Some(LogItem::Line(l)),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    return Some(LogItem::Dropped(*stream, n))
+                }
+                Err(broadcast::error::TryRecvError::Empty) => i += 1,
+                Err(broadcast::error::TryRecvError::Closed) => {
+                    self.rx.remove(i);
+                }
+            }
+        }
+        None
+    }
+
     /// The next item; `None` when every buffer was dropped.
     pub async fn next(&mut self) -> Option<LogItem> {
         if let Some(l) = self.backlog.pop_front() {
@@ -316,6 +337,9 @@ mod tests {
         assert_eq!(item.text(), "[krazy: 100 lines dropped]");
         assert_eq!(f.next().await.unwrap().text(), "100");
         assert_eq!(b.usage().0, 10);
+        assert_eq!(f.try_next().unwrap().text(), "101");
+        while let Some(LogItem::Line(_)) = f.try_next() {}
+        assert_eq!(f.try_next(), None);
     }
 
     #[tokio::test]

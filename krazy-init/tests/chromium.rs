@@ -1,6 +1,5 @@
 //! The web interface in headless Chromium (Debian's `chromium`): overview and
-//! service page load with credentials, the live log follows over EventSource,
-//! and a restart posted from the page's own form (token taken from Chromium's
+//! service pages load with credentials (HTTP Basic from the URL), and a restart posted from the page's own form (token taken from Chromium's
 //! DOM) changes the state that Chromium then shows. Screenshots go to
 //! `target/test-artifacts/`.
 //!
@@ -13,7 +12,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use common::*;
 
@@ -25,10 +23,9 @@ path = "/bin/sleep"
 args = ["1000"]
 
 [[service]]
-name = "late"
+name = "ticker"
 path = "/bin/sh"
-args = ["-c", "echo live-from-sse; sleep 1000"]
-start = "manual"
+args = ["-c", "i=0; while true; do i=$((i+1)); echo line-$i; sleep 0.2; done"]
 "#;
 
 fn artifacts() -> PathBuf {
@@ -105,30 +102,14 @@ fn chromium_shows_pages_follows_logs_and_restarts() {
             > 1000
     );
 
-    // Live log: the line is printed only after the page has loaded, so only
-    // the EventSource can bring it into the DOM.
-    let page = format!("{base}/services/late");
-    let k2 = k.addr.clone();
-    let starter = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(1200));
-        curl(&[
-            "-u",
-            &format!("krazy:{PASSWORD}"),
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            &format!("http://{k2}/api/v1/services/late/start"),
-        ])
-        .0
-    });
+    // The service page with its log (server-rendered) and the live-log script.
+    // Chromium's --dump-dom dumps at the load event, so whether the EventSource
+    // delivered lines by then is a race: live following is proven with curl in
+    // tests/supervise.rs, not here.
+    let page = format!("{base}/services/ticker");
     let dom = chromium(profile.path(), &["--dump-dom"], &page).unwrap();
-    assert_eq!(starter.join().unwrap(), 202);
-    let pre = dom.split("<pre id=\"stdout\">").nth(1).unwrap_or("");
-    assert!(
-        pre.starts_with("live-from-sse"),
-        "EventSource did not deliver the line: {dom}"
-    );
+    assert!(dom.contains("line-1\n"), "{dom}");
+    assert!(dom.contains("new EventSource("), "{dom}");
 
     // Restart from the service page's own form.
     let page = format!("{base}/services/web");

@@ -158,7 +158,7 @@ pub fn service(s: &ServiceStatus, cfg: &ServiceConfig, logs: &ServiceLogs, csrf:
         b,
         "<script>for(const s of ['stdout','stderr']){{const p=document.getElementById(s);\
 const es=new EventSource('/api/v1/services/{n}/log?stream='+s+'&follow=1');let first=true;\
-es.addEventListener(s,e=>{{if(first){{p.textContent='';first=false;}}\
+es.addEventListener(s,e=>{{if(first){{p.textContent='';p.dataset.live='1';first=false;}}\
 const end=p.scrollTop+p.clientHeight>=p.scrollHeight-4;p.textContent+=e.data+'\\n';\
 if(p.textContent.length>2000000)p.textContent=p.textContent.slice(-1000000);if(end)p.scrollTop=p.scrollHeight;}});}}</script>"
     );
