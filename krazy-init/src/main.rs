@@ -59,9 +59,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     if is_pid1 {
         let argv0 = std::env::args().next().unwrap_or_default();
-        // TODO(lead): pass a Platform wired to krazy-disk (PARTUUID lookup) and
-        // krazy-fs (ext4 for a blank /perm) instead of `Unwired`.
-        let platform = krazy_init::pid1::Unwired;
+        let platform = krazy_init::pid1::LinuxPlatform::default();
         let err = if argv0 == "/init" {
             krazy_init::pid1::stage1::run_linux(&platform)
         } else {

@@ -64,10 +64,76 @@ pub trait Platform {
     fn format_ext4(&self, device: &Path) -> Result<(), Pid1Error>;
 }
 
-/// The platform used until the lead wires krazy-disk and krazy-fs:
-/// finds nothing and formats nothing (boot goes on without /perm).
-// TODO(lead): replace with krazy_disk::find_by_partuuid and krazy_fs::ext4 writer.
+/// A platform that finds nothing and formats nothing (boot goes on without
+/// /perm): for tests and for embedders without disks.
 pub struct Unwired;
+
+/// The real platform: partitions are found with krazy-disk's GPT reader over
+/// `/sys/block` and `/dev`, and a blank /perm gets krazy-fs's ext4.
+#[derive(Debug, Clone)]
+pub struct LinuxPlatform {
+    /// Where the kernel lists block devices (`/sys/block`).
+    pub sys_block: PathBuf,
+    /// Where their device nodes are (`/dev`).
+    pub dev: PathBuf,
+}
+
+impl Default for LinuxPlatform {
+    fn default() -> Self {
+        Self {
+            sys_block: PathBuf::from("/sys/block"),
+            dev: PathBuf::from("/dev"),
+        }
+    }
+}
+
+impl Platform for LinuxPlatform {
+    fn find_partuuid(&self, partuuid: &str) -> Option<PathBuf> {
+        let guid: krazy_disk::Guid = match partuuid.parse() {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!("PARTUUID {partuuid:?} is not a GUID: {e}");
+                return None;
+            }
+        };
+        match krazy_disk::find_by_partuuid(&self.sys_block, &self.dev, guid) {
+            Ok(found) => found.map(|f| f.device),
+            Err(e) => {
+                tracing::warn!("looking for PARTUUID {partuuid}: {e}");
+                None
+            }
+        }
+    }
+
+    fn format_ext4(&self, device: &Path) -> Result<(), Pid1Error> {
+        use std::io::{Read, Seek, SeekFrom};
+        let io = |err: std::io::Error| Pid1Error::Format {
+            device: device.to_path_buf(),
+            msg: err.to_string(),
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(device)
+            .map_err(io)?;
+        // Seeking to the end gives the size of block devices and files alike.
+        let len = file.seek(SeekFrom::End(0)).map_err(io)?;
+        let mut uuid = [0u8; 16];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut r| r.read_exact(&mut uuid))
+            .map_err(io)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let opts = krazy_fs::ext4::Ext4Options::new(uuid, now).label("perm");
+        let mut dev = krazy_fs::FileDevice::new(file, 0, len);
+        krazy_fs::ext4::format(&mut dev, &opts).map_err(|e| Pid1Error::Format {
+            device: device.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        krazy_fs::BlockDevice::flush(&mut dev).map_err(io)
+    }
+}
 
 impl Platform for Unwired {
     fn find_partuuid(&self, _partuuid: &str) -> Option<PathBuf> {
