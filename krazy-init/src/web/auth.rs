@@ -1,7 +1,8 @@
 //! HTTP Basic authentication and CSRF tokens.
 //!
 //! The password is stored either plain (host mode's `--password-file`) or, in
-//! the image, as a salted SHA-256 line `sha256:<salt hex>:<hex of SHA-256(salt || password)>`
+//! the image, as a salted SHA-256 line `sha256$<salt hex>$<hex of SHA-256(salt || password)>`
+//! (the form krazy-build's `secrets::hash_password` writes)
 //! (the password is a random 20+ character string, so a slow hash would buy
 //! nothing). Comparisons are constant time.
 
@@ -13,8 +14,8 @@ pub const USER: &str = "krazy";
 /// Errors of reading a stored password.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    /// The stored `sha256:` line is malformed.
-    #[error("the stored password hash is malformed (want sha256:<salt hex>:<64 hex digits>)")]
+    /// The stored `sha256$` line is malformed.
+    #[error("the stored password hash is malformed (want sha256$<salt hex>$<64 hex digits>)")]
     BadHash,
     /// The password is empty.
     #[error("the password is empty")]
@@ -65,9 +66,9 @@ impl Password {
         Ok(Password::Plain(t.as_bytes().to_vec()))
     }
 
-    /// Parses the stored form `sha256:<salt hex>:<digest hex>`.
+    /// Parses the stored form `sha256$<salt hex>$<digest hex>`.
     pub fn parse_stored(text: &str) -> Result<Self, AuthError> {
-        let mut parts = text.trim().split(':');
+        let mut parts = text.trim().split('$');
         let (Some("sha256"), Some(salt), Some(d), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
@@ -86,7 +87,7 @@ impl Password {
             .chain_update(salt)
             .chain_update(password.as_bytes())
             .finalize();
-        format!("sha256:{}:{}", hex(salt), hex(&digest))
+        format!("sha256${}${}", hex(salt), hex(&digest))
     }
 
     /// Checks a candidate password in constant time (for a given stored length).
@@ -244,7 +245,7 @@ mod tests {
         let s = Password::parse_stored(&stored).unwrap();
         assert!(s.check_header(Some(h("krazy:s3cret-pass").as_bytes())));
         assert!(!s.check_header(Some(h("krazy:s3cret-pas").as_bytes())));
-        assert!(Password::parse_stored("sha256:zz:00").is_err());
+        assert!(Password::parse_stored("sha256$zz$00").is_err());
         assert!(Password::plain(" \n").is_err());
     }
 
