@@ -30,6 +30,8 @@ pub mod config;
 pub mod deb;
 pub mod elf;
 pub mod firmware;
+pub mod image;
 pub mod kernel;
+pub mod pipeline;
 pub mod sbom;
 pub mod secrets;

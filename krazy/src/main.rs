@@ -1,0 +1,205 @@
+//! `krazy`: the command line over krazy-build.
+//!
+//! Every verb that reads an instance takes `-c DIR|FILE` (an instance
+//! directory made by `krazy new`, or the path of a krazy.toml; default the
+//! current directory). The logic lives in the libraries; this file parses
+//! arguments, drives progress and prints results.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use krazy_build::config::{resolve_config_path, Config};
+use krazy_build::pipeline::{self, BuildOptions};
+
+mod new;
+
+#[derive(Parser)]
+#[command(
+    name = "krazy",
+    version,
+    about = "Build, run and update krazy appliances: your Rust programs on a tiny memory-safe Linux userland",
+    after_help = "Start with `krazy new my-appliance`, then `krazy vm run -c my-appliance`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// `-c DIR|FILE`, shared by the verbs that read an instance.
+#[derive(Args, Clone)]
+struct Instance {
+    /// The instance directory (holding krazy.toml) or the krazy.toml itself.
+    #[arg(short = 'c', long = "config", value_name = "DIR|FILE")]
+    config: Option<PathBuf>,
+}
+
+impl Instance {
+    fn path(&self) -> anyhow::Result<PathBuf> {
+        Ok(resolve_config_path(self.config.as_deref())?)
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a new instance: krazy.toml with a fresh instance id, secrets, and a hello service.
+    New(new::NewArgs),
+    /// Build the appliance image.
+    Build {
+        #[command(flatten)]
+        instance: Instance,
+        /// The image file to write.
+        #[arg(short = 'o', long = "output", value_name = "IMAGE")]
+        output: PathBuf,
+        /// The disk size, e.g. 2G, 4096M or bytes (default 2G; the image is sparse).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        size: Option<u64>,
+        /// Print the result as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resolve the kernel and firmware and pin them in krazy.lock.
+    Lock {
+        #[command(flatten)]
+        instance: Instance,
+        /// Resolve afresh (a newer kernel) and move the lock.
+        #[arg(long)]
+        upgrade: bool,
+    },
+}
+
+/// Parses `2G`, `512M`, `64K`, `1T` (powers of 1024) or plain bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown size unit {c:?}: use K, M, G or T")),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 2G, 512M or 1073741824"))?;
+    n.checked_mul(mult)
+        .filter(|b| b % 512 == 0)
+        .ok_or_else(|| format!("{s:?} must be a multiple of 512 bytes"))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KRAZY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::New(a) => new::run(&a),
+        Cmd::Build {
+            instance,
+            output,
+            size,
+            json,
+        } => build(&instance, &output, size, json),
+        Cmd::Lock { instance, upgrade } => lock(&instance, upgrade),
+    }
+}
+
+fn build_options(config_path: &Path, output: &Path, size: Option<u64>) -> BuildOptions {
+    let mut o = BuildOptions::for_config(config_path, output);
+    if let Some(s) = size {
+        o.disk_bytes = s;
+    }
+    o.progress = true;
+    o
+}
+
+fn build(instance: &Instance, output: &Path, size: Option<u64>, json: bool) -> anyhow::Result<()> {
+    let path = instance.path()?;
+    if output.is_dir() {
+        bail!(
+            "{} is a directory: pass the image file to write, e.g. -o {}/disk.img",
+            output.display(),
+            output.display()
+        );
+    }
+    let opts = build_options(&path, output, size);
+    let report = pipeline::build_image(&path, &opts)
+        .with_context(|| format!("building {}", path.display()))?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{}: {} MiB disk, root {:.1} MiB, build {}",
+            report.path.display(),
+            report.disk_bytes >> 20,
+            report.root_bytes as f64 / (1 << 20) as f64,
+            &report.build_id[..16]
+        );
+    }
+    Ok(())
+}
+
+fn lock(instance: &Instance, upgrade: bool) -> anyhow::Result<()> {
+    use krazy_build::kernel::{self, AptGet, Lock, ResolveOptions};
+    let path = instance.path()?;
+    let config = Config::load(&path)?;
+    let opts = BuildOptions::for_config(&path, Path::new("unused.img"));
+    let mut lock = Lock::read(&opts.lock_path)?;
+    let ropts = ResolveOptions {
+        cache_dir: opts.cache_dir.clone(),
+        upgrade,
+    };
+    let (k, kc) = kernel::resolve_kernel(&config.kernel, &mut lock, &ropts, &AptGet)?;
+    let mut fc = false;
+    if let Some(f) = config.firmware() {
+        fc = krazy_build::firmware::resolve_firmware(&f, &mut lock, &ropts, &AptGet)?.1;
+    }
+    if kc || fc {
+        lock.write(&opts.lock_path)?;
+    }
+    println!(
+        "kernel {} ({}){}",
+        k.version,
+        k.package
+            .as_ref()
+            .map(|p| format!("{} {}", p.package, p.version))
+            .unwrap_or_default(),
+        if kc { ", lock updated" } else { "" }
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert!(parse_size("1000").is_err());
+        assert!(parse_size("2X").is_err());
+        assert!(parse_size("G").is_err());
+    }
+}
