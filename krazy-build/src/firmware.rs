@@ -110,8 +110,14 @@ pub fn resolve_firmware(
             let dest = opts.cache_dir.join("firmware").join(&sha[..32]);
             let efi = dest.join(SYSTEMD_BOOT_IN_DEB);
             if !efi.is_file() {
-                crate::deb::extract_to_dir(&debp, &dest, |p| p == SYSTEMD_BOOT_IN_DEB)
+                // Unpack privately and rename, so parallel builds never see half a file.
+                let parent = opts.cache_dir.join("firmware");
+                let tmp = kernel::unique_tmp(&parent, &sha[..8]);
+                crate::deb::extract_to_dir(&debp, &tmp, |p| p == SYSTEMD_BOOT_IN_DEB)
                     .map_err(KernelError::from)?;
+                if fs::rename(&tmp, &dest).is_err() {
+                    let _ = fs::remove_dir_all(&tmp);
+                }
             }
             if !efi.is_file() {
                 return Err(FirmwareError::Missing {

@@ -240,11 +240,7 @@ impl Kernel {
         let dest = cache.join("kernels").join(&sha[..sha.len().min(32)]);
         let marker = dest.join(".krazy-complete");
         if !marker.is_file() {
-            let tmp = cache.join("kernels").join(format!(
-                ".tmp-{}-{}",
-                std::process::id(),
-                &sha[..8.min(sha.len())]
-            ));
+            let tmp = unique_tmp(&cache.join("kernels"), &sha[..8.min(sha.len())]);
             let _ = fs::remove_dir_all(&tmp);
             deb::extract_to_dir(debp, &tmp, |p| {
                 p.starts_with("boot/vmlinuz-")
@@ -254,8 +250,18 @@ impl Kernel {
                     || p.starts_with("usr/lib/linux-image-")
             })?;
             fs::write(tmp.join(".krazy-complete"), sha).map_err(io_err(&tmp))?;
-            let _ = fs::remove_dir_all(&dest);
-            fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+            if marker.is_file() {
+                // Another build unpacked the same package meanwhile: use theirs.
+                let _ = fs::remove_dir_all(&tmp);
+            } else {
+                let _ = fs::remove_dir_all(&dest);
+                if let Err(e) = fs::rename(&tmp, &dest) {
+                    let _ = fs::remove_dir_all(&tmp);
+                    if !marker.is_file() {
+                        return Err(io_err(&dest)(e));
+                    }
+                }
+            }
         }
         Kernel::from_dir(&dest).map_err(|e| match e {
             KernelError::NoKernel { .. } => KernelError::NoKernel {
@@ -401,7 +407,7 @@ impl PackageSource for AptGet {
 
     fn download(&self, package: &str, version: &str, dir: &Path) -> Result<PathBuf, KernelError> {
         // A private directory per download, so the one .deb in it is ours.
-        let tmp = dir.join(format!(".download-{}-{package}", std::process::id()));
+        let tmp = unique_tmp(dir, &format!("download-{package}"));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
         run(Command::new("apt-get")
@@ -424,6 +430,14 @@ impl PackageSource for AptGet {
         let _ = fs::remove_dir_all(&tmp);
         Ok(dest)
     }
+}
+
+/// A fresh private path `dir/.tmp-<pid>-<n>-<stem>`, unique within this
+/// process too, so parallel builds sharing a cache never collide.
+pub(crate) fn unique_tmp(dir: &Path, stem: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dir.join(format!(".tmp-{}-{n}-{stem}", std::process::id()))
 }
 
 /// Resolves a metapackage (`linux-image-cloud-amd64`) to the versioned image
