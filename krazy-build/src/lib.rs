@@ -6,7 +6,8 @@
 //! ([`kernel`]), boot firmware ([`firmware`]), checks that binaries are static and of the right
 //! architecture ([`elf`]), building static binaries with cargo ([`cargo`]),
 //! an instance's secrets ([`secrets`]) and the SBOM that names a build
-//! ([`sbom`]). The file systems and partition tables are written by
+//! ([`sbom`]), and the QEMU runner for `krazy vm run` and the end-to-end
+//! tests ([`vm`]). The file systems and partition tables are written by
 //! `krazy-fs` and `krazy-disk`.
 //!
 //! ```
@@ -35,3 +36,4 @@ pub mod kernel;
 pub mod pipeline;
 pub mod sbom;
 pub mod secrets;
+pub mod vm;
