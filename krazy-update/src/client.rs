@@ -437,13 +437,7 @@ impl Client {
             source,
         };
         let mut conn = self.connect()?;
-        let auth = base64::engine::general_purpose::STANDARD
-            .encode(format!("{USER}:{}", self.cfg.password));
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\n\
-             User-Agent: krazy-update/{}\r\nAccept: application/json\r\nConnection: close\r\n",
-            env!("CARGO_PKG_VERSION")
-        );
+        let mut head = self.head(method, path, "application/json");
         match &body {
             Body::None => {}
             Body::Json(b) => head.push_str(&format!(
@@ -506,6 +500,136 @@ impl Client {
             (Ok(()), Err(e)) => Err(answer_err(&what, &host, e)),
             (Err(e @ ClientError::Io { .. }), Ok(a)) => self.check(&what, a).and(Err(e)),
             (Err(e), _) => Err(e),
+        }
+    }
+
+    /// The request head up to (not including) the body headers and the blank line.
+    fn head(&self, method: &str, path: &str, accept: &str) -> String {
+        let auth = base64::engine::general_purpose::STANDARD
+            .encode(format!("{USER}:{}", self.cfg.password));
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {auth}\r\n\
+             User-Agent: krazy-update/{}\r\nAccept: {accept}\r\nConnection: close\r\n",
+            self.cfg.host,
+            env!("CARGO_PKG_VERSION")
+        )
+    }
+
+    /// `GET path` of any JSON endpoint of the device (`/api/v1/system`, say).
+    pub fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.json("GET", path, Body::None)
+    }
+
+    /// `POST path` with a JSON body (and `Content-Type: application/json`,
+    /// as the device requires of state-changing requests).
+    pub fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, ClientError> {
+        let b = body.to_string();
+        self.json("POST", path, Body::Json(b.as_bytes()))
+    }
+
+    /// `GET path` as text (a service's log backlog, say).
+    pub fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let a = self.request("GET", path, Body::None)?;
+        Ok(String::from_utf8_lossy(&a.body).into_owned())
+    }
+
+    /// `GET path` and hands the body to `on_data` as it arrives (a
+    /// server-sent event stream, say), until the device closes it or
+    /// `on_data` returns `false`.
+    pub fn follow(
+        &self,
+        path: &str,
+        mut on_data: impl FnMut(&[u8]) -> bool,
+    ) -> Result<(), ClientError> {
+        let what = format!("GET {path}");
+        let host = self.cfg.host.clone();
+        let mut conn = self.connect()?;
+        let mut head = self.head("GET", path, "text/event-stream");
+        head.push_str("\r\n");
+        conn.write_all(head.as_bytes())
+            .and_then(|()| conn.flush())
+            .map_err(|source| ClientError::Io {
+                what: what.clone(),
+                host: host.clone(),
+                source,
+            })?;
+        let mut r = BufReader::new(conn);
+        let mut budget = MAX_HEAD;
+        let status_line =
+            read_line(&mut r, &mut budget).map_err(|e| answer_err(&what, &host, e))?;
+        let status: u16 = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let mut chunked = false;
+        loop {
+            let line = read_line(&mut r, &mut budget).map_err(|e| answer_err(&what, &host, e))?;
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("transfer-encoding") {
+                    chunked = v.to_ascii_lowercase().contains("chunked");
+                }
+            }
+        }
+        if !(200..300).contains(&status) {
+            let mut body = Vec::new();
+            let _ = r.take(MAX_JSON).read_to_end(&mut body);
+            return self.check(&what, Answer { status, body }).map(|_| ());
+        }
+        let mut buf = vec![0u8; 16 << 10];
+        loop {
+            let mut n = if chunked {
+                let mut b = MAX_HEAD;
+                let line = match read_line(&mut r, &mut b) {
+                    Ok(l) => l,
+                    Err(AnswerError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        return Ok(())
+                    }
+                    Err(e) => return Err(answer_err(&what, &host, e)),
+                };
+                let size = line.split(';').next().unwrap_or("").trim();
+                let n = u64::from_str_radix(size, 16).map_err(|_| ClientError::BadAnswer {
+                    what: what.clone(),
+                    reason: format!("bad chunk size {size:?}"),
+                })?;
+                if n == 0 {
+                    return Ok(());
+                }
+                n
+            } else {
+                u64::MAX
+            };
+            while n > 0 {
+                let want = n.min(buf.len() as u64) as usize;
+                let got = match r.read(&mut buf[..want]) {
+                    Ok(0) if !chunked => return Ok(()),
+                    Ok(0) => {
+                        return Err(answer_err(
+                            &what,
+                            &host,
+                            AnswerError::Io(io::ErrorKind::UnexpectedEof.into()),
+                        ))
+                    }
+                    Ok(g) => g,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(answer_err(&what, &host, AnswerError::Io(e))),
+                };
+                if !on_data(&buf[..got]) {
+                    return Ok(());
+                }
+                if chunked {
+                    n -= got as u64;
+                }
+            }
+            let mut b = MAX_HEAD;
+            read_line(&mut r, &mut b).map_err(|e| answer_err(&what, &host, e))?;
         }
     }
 

@@ -649,6 +649,7 @@ pub async fn serve_private_addresses(web: Arc<Web>, port: u16) {
             }
             keep
         });
+        let mut failed = false;
         for sa in want {
             if running.contains_key(&sa) {
                 continue;
@@ -658,9 +659,15 @@ pub async fn serve_private_addresses(web: Arc<Web>, port: u16) {
                     tracing::info!("listening on {sa}");
                     running.insert(sa, tokio::spawn(web.clone().serve_tcp(l)));
                 }
-                Err(e) => tracing::warn!("{e}"),
+                // A fresh IPv6 address is unusable until duplicate address
+                // detection ends (EADDRNOTAVAIL): try again soon.
+                Err(e) => {
+                    tracing::debug!("{e}; retrying");
+                    failed = true;
+                }
             }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(30), changed.changed()).await;
+        let wait = if failed { 2 } else { 30 };
+        let _ = tokio::time::timeout(Duration::from_secs(wait), changed.changed()).await;
     }
 }

@@ -61,6 +61,9 @@ pub struct SystemInfo {
     pub running_slot: Option<String>,
     /// Whether the ntp service reported a synchronised clock.
     pub clock_synchronized: bool,
+    /// Resident memory of this process (PID 1 on a device), from
+    /// `/proc/self/status` `VmRSS`.
+    pub supervisor_rss_kib: Option<u64>,
 }
 
 /// Every address of every interface, from getifaddrs(3).
@@ -174,6 +177,11 @@ pub fn gather(
         build_id: build_id.map(str::to_owned),
         running_slot: running_slot.map(str::to_owned),
         clock_synchronized: clock,
+        supervisor_rss_kib: read_trim("/proc/self/status").and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        }),
     }
 }
 
