@@ -5,8 +5,8 @@
 //! Rust ([`deb`]), kernels with their module closure and the `krazy.lock`
 //! ([`kernel`]), boot firmware ([`firmware`]), checks that binaries are static and of the right
 //! architecture ([`elf`]), building static binaries with cargo ([`cargo`]),
-//! an instance's secrets ([`secrets`]) and the SBOM that names a build
-//! ([`sbom`]). The file systems and partition tables are written by
+//! an instance's secrets ([`secrets`]), the SBOM that names a build
+//! ([`sbom`]) and writing an image onto a disk or SD card ([`flash`]). The file systems and partition tables are written by
 //! `krazy-fs` and `krazy-disk`.
 //!
 //! ```
@@ -30,6 +30,7 @@ pub mod config;
 pub mod deb;
 pub mod elf;
 pub mod firmware;
+pub mod flash;
 pub mod kernel;
 pub mod sbom;
 pub mod secrets;
