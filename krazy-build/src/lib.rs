@@ -5,9 +5,10 @@
 //! Rust ([`deb`]), kernels with their module closure and the `krazy.lock`
 //! ([`kernel`]), boot firmware ([`firmware`]), checks that binaries are static and of the right
 //! architecture ([`elf`]), building static binaries with cargo ([`cargo`]),
-//! an instance's secrets ([`secrets`]) and the SBOM that names a build
-//! ([`sbom`]), and the QEMU runner for `krazy vm run` and the end-to-end
-//! tests ([`vm`]). The file systems and partition tables are written by
+//! an instance's secrets ([`secrets`]), the SBOM that names a build
+//! ([`sbom`]), image assembly ([`image`], [`pipeline`]), writing an image
+//! onto a disk or SD card ([`flash`]), and the QEMU runner for `krazy vm run`
+//! and the end-to-end tests ([`vm`]). The file systems and partition tables are written by
 //! `krazy-fs` and `krazy-disk`.
 //!
 //! ```
@@ -31,6 +32,7 @@ pub mod config;
 pub mod deb;
 pub mod elf;
 pub mod firmware;
+pub mod flash;
 pub mod image;
 pub mod kernel;
 pub mod pipeline;
