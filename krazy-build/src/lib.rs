@@ -36,6 +36,7 @@ pub mod flash;
 pub mod image;
 pub mod kernel;
 pub mod pipeline;
+pub mod remote;
 pub mod sbom;
 pub mod secrets;
 pub mod vm;

@@ -13,7 +13,9 @@ use clap::{Args, Parser, Subcommand};
 use krazy_build::config::{resolve_config_path, Config};
 use krazy_build::pipeline::{self, BuildOptions};
 
+mod device;
 mod new;
+mod vm;
 
 #[derive(Parser)]
 #[command(
@@ -59,6 +61,47 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Build the image for a disk or SD card and write it there (with read-back verification).
+    Overwrite {
+        #[command(flatten)]
+        instance: Instance,
+        /// The whole-disk block device, e.g. /dev/sdb or /dev/mmcblk0 (never a partition).
+        #[arg(long, value_name = "DEV")]
+        device: PathBuf,
+        /// Zero every unused byte too (slower; by default only what file systems read is zeroed).
+        #[arg(long)]
+        zero_all: bool,
+        /// Print the result as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the appliance in a virtual machine (QEMU).
+    #[command(subcommand)]
+    Vm(VmCmd),
+    /// Show a running device's status (host, build, addresses, memory, services).
+    Status {
+        #[command(flatten)]
+        instance: Instance,
+        /// The device's HOST:PORT (default: its host name on the web port).
+        #[arg(long, value_name = "HOST:PORT")]
+        host: Option<String>,
+        /// Print the device's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a service's stdout and stderr.
+    Logs {
+        #[command(flatten)]
+        instance: Instance,
+        /// The device's HOST:PORT (default: its host name on the web port).
+        #[arg(long, value_name = "HOST:PORT")]
+        host: Option<String>,
+        /// The service (`hello`, `dhcp`, `ntp`, ...).
+        service: String,
+        /// Keep following new lines.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
     /// Resolve the kernel and firmware and pin them in krazy.lock.
     Lock {
         #[command(flatten)]
@@ -67,6 +110,12 @@ enum Cmd {
         #[arg(long)]
         upgrade: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum VmCmd {
+    /// Build the pc image and boot it in QEMU (UEFI, virtio, watchdog), in the foreground.
+    Run(vm::RunArgs),
 }
 
 /// Parses `2G`, `512M`, `64K`, `1T` (powers of 1024) or plain bytes.
@@ -121,6 +170,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => build(&instance, &output, size, json),
         Cmd::Lock { instance, upgrade } => lock(&instance, upgrade),
+        Cmd::Overwrite {
+            instance,
+            device,
+            zero_all,
+            json,
+        } => overwrite(&instance, &device, zero_all, json),
+        Cmd::Vm(VmCmd::Run(a)) => vm::run(&a),
+        Cmd::Status {
+            instance,
+            host,
+            json,
+        } => {
+            let path = instance.path()?;
+            let config = Config::load(&path)?;
+            device::status(&device::client(&path, &config, host.as_deref())?, json)
+        }
+        Cmd::Logs {
+            instance,
+            host,
+            service,
+            follow,
+        } => {
+            let path = instance.path()?;
+            let config = Config::load(&path)?;
+            device::logs(
+                &device::client(&path, &config, host.as_deref())?,
+                &service,
+                follow,
+            )
+        }
     }
 }
 
@@ -154,6 +233,60 @@ fn build(instance: &Instance, output: &Path, size: Option<u64>, json: bool) -> a
             report.disk_bytes >> 20,
             report.root_bytes as f64 / (1 << 20) as f64,
             &report.build_id[..16]
+        );
+    }
+    Ok(())
+}
+
+fn overwrite(instance: &Instance, dev: &Path, zero_all: bool, json: bool) -> anyhow::Result<()> {
+    use krazy_build::flash::{self, Holes, WriteOptions};
+    let path = instance.path()?;
+    // Checks first: a mounted disk or the system disk is refused before building.
+    let target = flash::inspect_target(dev)?;
+    let cache = krazy_build::kernel::default_cache_dir();
+    std::fs::create_dir_all(&cache)?;
+    let tmp = tempfile::Builder::new()
+        .prefix("overwrite-")
+        .suffix(".img")
+        .tempfile_in(&cache)?;
+    let opts = build_options(&path, tmp.path(), Some(target.size));
+    let report = pipeline::build_image(&path, &opts)
+        .with_context(|| format!("building {} for {}", path.display(), dev.display()))?;
+    let pb = indicatif::ProgressBar::new(target.size);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:8} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let wo = WriteOptions {
+        holes: if zero_all { Holes::All } else { Holes::Auto },
+        ..Default::default()
+    };
+    let r = flash::write_image_with(tmp.path(), &target, &wo, |p| {
+        pb.set_message(p.phase.to_string());
+        pb.set_length(p.total.max(1));
+        pb.set_position(p.done);
+    })?;
+    pb.finish_and_clear();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "device": dev,
+                "build_id": report.build_id,
+                "disk_bytes": report.disk_bytes,
+                "data_bytes": r.data_bytes,
+                "zeroed_bytes": r.zeroed_bytes,
+                "verified_bytes": r.verified_bytes,
+            })
+        );
+    } else {
+        println!(
+            "wrote build {} to {} ({} MiB data, verified)",
+            &report.build_id[..16],
+            dev.display(),
+            r.data_bytes >> 20
         );
     }
     Ok(())
