@@ -93,7 +93,8 @@ pub fn run(a: &RunArgs) -> anyhow::Result<()> {
         Some(i) => i.clone(),
         None => {
             let d = dir.join("target");
-            std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+            std::fs::create_dir_all(&d)
+                .with_context(|| format!("cannot create {}", d.display()))?;
             d.join("vm.img")
         }
     };
@@ -130,9 +131,15 @@ pub fn run(a: &RunArgs) -> anyhow::Result<()> {
         &report.build_id[..16],
         accel.name()
     );
-    eprintln!("krazy: web interface {scheme}://127.0.0.1:{port}/  user krazy  password {}", password.trim());
+    eprintln!(
+        "krazy: web interface {scheme}://127.0.0.1:{port}/  user krazy  password {}",
+        password.trim()
+    );
     if config.web.tls {
-        eprintln!("krazy: the certificate is self-signed: {}/secrets/tls-cert.pem", dir.display());
+        eprintln!(
+            "krazy: the certificate is self-signed: {}/secrets/tls-cert.pem",
+            dir.display()
+        );
     }
     for (h, g) in &a.forwards {
         eprintln!("krazy: 127.0.0.1:{h} -> guest port {g}");
@@ -157,7 +164,12 @@ pub fn run(a: &RunArgs) -> anyhow::Result<()> {
             // Through the API first (orderly: services stopped, /perm
             // unmounted), then ACPI.
             let _ = remote::client(&config, &dir.join("secrets"), &format!("127.0.0.1:{port}"))
-                .and_then(|c| Ok(c.post_json::<serde_json::Value>("/api/v1/poweroff", &serde_json::json!({}))?));
+                .and_then(|c| {
+                    Ok(c.post_json::<serde_json::Value>(
+                        "/api/v1/poweroff",
+                        &serde_json::json!({}),
+                    )?)
+                });
             let _ = vmh.powerdown();
             asked = true;
         }
@@ -174,7 +186,10 @@ fn smoke(
     build_id: &str,
 ) -> anyhow::Result<()> {
     let fail = |what: String| -> anyhow::Error {
-        anyhow::anyhow!("{what}\n--- serial console (last 40 lines) ---\n{}", vm.serial_tail(40))
+        anyhow::anyhow!(
+            "{what}\n--- serial console (last 40 lines) ---\n{}",
+            vm.serial_tail(40)
+        )
     };
     let client = remote::client(config, &dir.join("secrets"), &format!("127.0.0.1:{port}"))?;
     let services = remote::wait_boot_services(&client, config, Duration::from_secs(timeout))

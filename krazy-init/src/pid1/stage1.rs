@@ -40,6 +40,7 @@ fn mount(
 
 /// Runs stage 1; returns only on failure (on success it has exec'd `/krazy/init`).
 pub fn run(os: &mut dyn Os, platform: &dyn Platform) -> Pid1Error {
+    tracing::info!("stage 1: loading modules, finding the root");
     match prepare(os, platform) {
         Ok(()) => {
             let err = os.exec("/krazy/init", &["/krazy/init"]);

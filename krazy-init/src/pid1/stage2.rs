@@ -55,6 +55,7 @@ fn try_mount(
 /// The early boot sequence; failures are logged and boot goes on (a device
 /// without /perm still serves its status page).
 pub fn early_boot(os: &mut dyn Os, platform: &dyn Platform) -> BootReport {
+    tracing::info!("stage 2: mounting, /perm, hostname, loopback, watchdog");
     let mut report = BootReport::default();
     let nse = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let ns = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;

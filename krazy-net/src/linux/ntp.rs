@@ -129,9 +129,20 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Option<(SocketAddr, Samp
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .map_err(|e| NetError::io("set a socket timeout", "ntp", e))?;
     let seed = super::unix_now().as_nanos() as u64 ^ u64::from(std::process::id()) << 32;
-    let mut poller = Poller::new(resolve_servers(opts), seed);
+    // Name resolution can block for many seconds (no DNS server yet): it
+    // runs on its own thread so a stop request is served within 200 ms.
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let opts = opts.clone();
+        std::thread::spawn(move || loop {
+            if tx.send(resolve_servers(&opts)).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(30));
+        });
+    }
+    let mut poller = Poller::new(Vec::new(), seed);
     let start = Instant::now();
-    let mut last_resolve = Instant::now();
     let mut reported = false;
     let mut buf = [0u8; 512];
     loop {
@@ -141,9 +152,8 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Option<(SocketAddr, Samp
             }
             return Ok(None);
         }
-        if last_resolve.elapsed() > Duration::from_secs(30) {
-            poller.set_servers(resolve_servers(opts));
-            last_resolve = Instant::now();
+        if let Some(servers) = rx.try_iter().last() {
+            poller.set_servers(servers);
         }
         for a in poller.poll(start.elapsed(), super::unix_now()) {
             if let NtpAction::Send { to, bytes } = a {
