@@ -322,6 +322,12 @@ pub fn build_command(spec: &BuildSpec, tc: &Toolchain, opts: &BuildOptions) -> C
         .arg(opts.target_dir.join(&spec.name));
     if opts.release {
         c.arg("--release");
+        // Debug info is dead weight on a device (a 38 MB krazy-init is 4 MB
+        // without it) and slows every boot that reads it; symbols stay for
+        // backtraces. Set CARGO_PROFILE_RELEASE_STRIP to choose otherwise.
+        if std::env::var_os("CARGO_PROFILE_RELEASE_STRIP").is_none() {
+            c.env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
+        }
     }
     if opts.locked {
         c.arg("--locked");

@@ -1,6 +1,6 @@
 //! Shared setup of the image tests: build an instance with the workspace's
-//! system programs, a shared cargo target directory and kernel cache under
-//! `target/`, and a lock file outside the source tree.
+//! system programs, a kernel cache and cargo target directory under
+//! `target/krazy-test-cache`, and a lock file outside the source tree.
 
 #![allow(dead_code)]
 
@@ -22,9 +22,10 @@ pub fn workspace() -> PathBuf {
 /// lock in `scratch`.
 pub fn options(instance: &Path, output: &Path, scratch: &Path) -> BuildOptions {
     let mut o = BuildOptions::for_dir(instance, output);
-    let t = workspace().join("target");
-    o.cache_dir = t.join("krazy-test-cache");
-    o.target_dir = t.join("krazy-image-target");
+    // The same cache (and cargo target directory inside it) as the krazy
+    // CLI's tests, which run with KRAZY_CACHE=target/krazy-test-cache.
+    o.cache_dir = workspace().join("target/krazy-test-cache");
+    o.target_dir = o.cache_dir.join("target");
     o.lock_path = scratch.join("krazy.lock");
     o.mtime = 1_700_000_000;
     o
