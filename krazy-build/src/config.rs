@@ -240,11 +240,17 @@ pub struct Update {
     /// How long (seconds) every boot service must stay up before a trial boot
     /// commits (default 30).
     pub settle_seconds: u32,
+    /// How long a trial boot may take to become healthy before it is
+    /// rolled back (seconds since the new init started; default 180).
+    pub deadline_seconds: u32,
 }
 
 impl Default for Update {
     fn default() -> Self {
-        Self { settle_seconds: 30 }
+        Self {
+            settle_seconds: 30,
+            deadline_seconds: 180,
+        }
     }
 }
 

@@ -358,6 +358,7 @@ pub fn services_toml(config: &Config) -> String {
 #[derive(Serialize)]
 struct UpdateFile<'a> {
     settle_seconds: u32,
+    deadline_seconds: u32,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     health: Vec<HealthEntry<'a>>,
 }
@@ -393,6 +394,7 @@ pub fn update_toml(config: &Config) -> String {
         .collect();
     let f = UpdateFile {
         settle_seconds: config.update.settle_seconds,
+        deadline_seconds: config.update.deadline_seconds,
         health,
     };
     toml::to_string(&f).unwrap_or_default()
@@ -1068,17 +1070,7 @@ fn write_image_to(
         table.write(&mut f).map_err(io(tmp))?;
     }
     // The root, once in memory, into both slots.
-    let mut sq = Cursor::new(Vec::new());
-    krazy_fs::squashfs::write(
-        &mut sq,
-        &trees.root,
-        &krazy_fs::squashfs::SquashfsOptions {
-            mkfs_time: u32::try_from(mtime).unwrap_or(u32::MAX),
-            ..Default::default()
-        },
-    )
-    .map_err(|e| fs_err("root")(e.to_string()))?;
-    let sq = sq.into_inner();
+    let sq = root_image(trees, mtime)?;
     for role in [Role::RootA, Role::RootB] {
         let mut dev = window(&file, layout, role, tmp)?;
         if sq.len() as u64 > dev.len() {
@@ -1154,6 +1146,22 @@ fn write_image_to(
         initramfs_bytes: trees.initramfs.as_ref().map(|i| i.len() as u64),
         partitions,
     })
+}
+
+/// The root file system as squashfs bytes (what each root slot holds, and
+/// the `root` part of an update).
+pub fn root_image(trees: &Trees, mtime: u64) -> Result<Vec<u8>, ImageError> {
+    let mut sq = Cursor::new(Vec::new());
+    krazy_fs::squashfs::write(
+        &mut sq,
+        &trees.root,
+        &krazy_fs::squashfs::SquashfsOptions {
+            mkfs_time: u32::try_from(mtime).unwrap_or(u32::MAX),
+            ..Default::default()
+        },
+    )
+    .map_err(|e| fs_err("root")(e.to_string()))?;
+    Ok(sq.into_inner())
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename.

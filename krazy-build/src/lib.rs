@@ -39,4 +39,5 @@ pub mod pipeline;
 pub mod remote;
 pub mod sbom;
 pub mod secrets;
+pub mod update;
 pub mod vm;

@@ -406,6 +406,36 @@ impl SecretKey {
         SecretKey { seed, pair }
     }
 
+    /// The key in a PKCS#8 v2 document as ring writes it (`krazy new`'s
+    /// `secrets/update-key.pk8`): the seed is checked against the document's
+    /// own public key.
+    pub fn from_pkcs8(der: &[u8]) -> Result<Self, ManifestError> {
+        // RFC 8410 with the public key: SEQUENCE { version 1, AlgorithmId
+        // ed25519, OCTET STRING { OCTET STRING seed }, [1] public key }.
+        // ring writes [1] as an implicit BIT STRING (`81 21 00 <public>`,
+        // 83 bytes); the explicit form is `a1 23 03 21 00 <public>` (85 bytes).
+        const HEAD: [u8; 14] = [
+            0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+        ];
+        let bad = || ManifestError::Key("secret");
+        let public = match der.len() {
+            83 if der[..2] == [0x30, 0x51] && der[48..51] == [0x81, 0x21, 0x00] => &der[51..],
+            85 if der[..2] == [0x30, 0x53] && der[48..53] == [0xa1, 0x23, 0x03, 0x21, 0x00] => {
+                &der[53..]
+            }
+            _ => return Err(bad()),
+        };
+        if der[2..16] != HEAD {
+            return Err(bad());
+        }
+        let seed: [u8; 32] = der[16..48].try_into().map_err(|_| bad())?;
+        let key = Self::from_seed(seed);
+        if key.public().0[..] != public[..] {
+            return Err(bad());
+        }
+        Ok(key)
+    }
+
     /// A new random key.
     pub fn generate() -> Result<Self, ManifestError> {
         let mut seed = [0u8; 32];
@@ -575,6 +605,20 @@ fn parse_hex32(s: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pkcs8_from_ring_gives_the_same_key() {
+        let rng = ring::rand::SystemRandom::new();
+        let doc = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap();
+        let key = SecretKey::from_pkcs8(doc.as_ref()).unwrap();
+        use ring::signature::KeyPair;
+        assert_eq!(&key.public().0[..], pair.public_key().as_ref());
+        let mut bad = doc.as_ref().to_vec();
+        bad[20] ^= 1;
+        assert!(SecretKey::from_pkcs8(&bad).is_err());
+        assert!(SecretKey::from_pkcs8(&bad[..40]).is_err());
+    }
 
     fn manifest() -> Manifest {
         Manifest {

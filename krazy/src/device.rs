@@ -21,9 +21,29 @@ pub fn client(config_path: &Path, config: &Config, host: Option<&str>) -> anyhow
 
 /// `krazy status`: the device's system endpoint.
 pub fn status(client: &Client, json: bool) -> anyhow::Result<()> {
-    let v: serde_json::Value = client
+    let mut v: serde_json::Value = client
         .get_json("/api/v1/system")
         .with_context(|| format!("asking {} for its status", client.host()))?;
+    // The update side's view (committed slot, last trial), when the device has one.
+    if let (Ok(u), Some(obj)) = (client.status(), v.as_object_mut()) {
+        obj.insert("build_id".into(), serde_json::json!(u.build_id));
+        obj.insert("running_slot".into(), serde_json::json!(u.running_slot));
+        obj.insert("committed_slot".into(), serde_json::json!(u.committed_slot));
+        obj.insert(
+            "last_trial".into(),
+            match &u.last_trial {
+                Some(t) => serde_json::json!({
+                    "outcome": t.outcome,
+                    "reason": t.reason,
+                    "slot": t.slot,
+                    "build_id": t.build_id,
+                    "service": t.service,
+                    "log": t.log,
+                }),
+                None => serde_json::Value::Null,
+            },
+        );
+    }
     if json {
         println!("{v}");
         return Ok(());
@@ -31,7 +51,18 @@ pub fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     let s = |k: &str| v[k].as_str().unwrap_or("-").to_string();
     println!("host      {}", s("hostname"));
     println!("build     {}", s("build_id"));
-    println!("slot      {}", s("running_slot"));
+    println!(
+        "slot      {} (committed {})",
+        s("running_slot"),
+        s("committed_slot")
+    );
+    if let Some(t) = v["last_trial"].as_object() {
+        println!(
+            "trial     {} {}",
+            t["outcome"].as_str().unwrap_or(""),
+            t["reason"].as_str().unwrap_or("")
+        );
+    }
     println!("kernel    {}", s("kernel"));
     println!("uptime    {} s", v["uptime_seconds"]);
     if let Some(m) = v["memory"].as_object() {
@@ -90,4 +121,102 @@ pub fn logs(client: &Client, service: &str, follow: bool) -> anyhow::Result<()> 
         })
         .with_context(|| format!("following the log of {service}"))?;
     Ok(())
+}
+
+/// `krazy update`: build, push, trial, wait for the commit.
+pub fn update(
+    config_path: &Path,
+    host: Option<&str>,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    use krazy_build::{image, pipeline, update};
+    let config = Config::load(config_path)?;
+    let client = client(config_path, &config, host)?;
+    let features = client
+        .features()
+        .with_context(|| format!("asking {} for its update features", client.host()))?;
+    let target = features.running_slot.other();
+    let mut opts = pipeline::BuildOptions::for_config(config_path, Path::new("unused.img"));
+    opts.progress = true;
+    let inputs = pipeline::prepare(&config, &opts)?;
+    let layout = image::layout(config.platform, opts.disk_bytes, &opts.layout)?;
+    let trees = image::assemble(&inputs, &layout)?;
+    if trees.build_id == features.build_id {
+        println!(
+            "{} already runs build {}",
+            client.host(),
+            &trees.build_id[..16]
+        );
+        return Ok(());
+    }
+    let dir = config_path.parent().unwrap_or(Path::new("."));
+    let key = update::signing_key(&dir.join("secrets"))?;
+    let parts = update::parts(&inputs, &trees, &layout, target, &key)?;
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix:5} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let mp = indicatif::MultiProgress::new();
+    let bars: Vec<(krazy_update::protocol::PartKind, indicatif::ProgressBar)> = parts
+        .manifest
+        .parts
+        .iter()
+        .map(|p| {
+            let b = mp.add(indicatif::ProgressBar::new(p.size));
+            b.set_style(style.clone());
+            b.set_prefix(format!("{:?}", p.name).to_lowercase());
+            (p.name, b)
+        })
+        .collect();
+    eprintln!(
+        "krazy: updating {} from {} (slot {}) to {} in slot {}",
+        client.host(),
+        &features.build_id[..features.build_id.len().min(16)],
+        features.running_slot,
+        &trees.build_id[..16],
+        target
+    );
+    let r = update::push(
+        &client,
+        &parts,
+        &mut |p| {
+            if let Some((_, b)) = bars.iter().find(|(k, _)| *k == p.part) {
+                b.set_position(p.sent);
+            }
+        },
+        timeout,
+    );
+    for (_, b) in &bars {
+        b.finish();
+    }
+    match r {
+        Ok(c) => {
+            println!(
+                "committed build {} in slot {} after {:.0} s",
+                &c.features.build_id[..16],
+                c.features.running_slot,
+                c.waited.as_secs_f64()
+            );
+            Ok(())
+        }
+        Err(update::UpdateError::Client(krazy_update::client::ClientError::RolledBack {
+            reason,
+            service,
+            log,
+            ..
+        })) => {
+            eprintln!(
+                "krazy: the device rolled back: {}",
+                reason.as_deref().unwrap_or("no reason given")
+            );
+            if let Some(s) = service {
+                eprintln!("krazy: last lines of {s}:");
+                for l in &log {
+                    eprintln!("  {l}");
+                }
+            }
+            anyhow::bail!("the update was rolled back; the device runs the previous build")
+        }
+        Err(e) => Err(e.into()),
+    }
 }

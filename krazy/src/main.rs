@@ -102,6 +102,17 @@ enum Cmd {
         #[arg(short = 'f', long)]
         follow: bool,
     },
+    /// Build, push a signed A/B update, reboot into it as a trial, and wait for the commit.
+    Update {
+        #[command(flatten)]
+        instance: Instance,
+        /// The device's HOST:PORT (default: its host name on the web port).
+        #[arg(long, value_name = "HOST:PORT")]
+        host: Option<String>,
+        /// How long to wait for the new build to commit, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
     /// Resolve the kernel and firmware and pin them in krazy.lock.
     Lock {
         #[command(flatten)]
@@ -177,6 +188,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => overwrite(&instance, &device, zero_all, json),
         Cmd::Vm(VmCmd::Run(a)) => vm::run(&a),
+        Cmd::Update {
+            instance,
+            host,
+            timeout,
+        } => device::update(
+            &instance.path()?,
+            host.as_deref(),
+            std::time::Duration::from_secs(timeout),
+        ),
         Cmd::Status {
             instance,
             host,

@@ -9,6 +9,7 @@
 pub mod os;
 pub mod stage1;
 pub mod stage2;
+pub mod update;
 
 pub use os::{LinuxOs, Os, Recorder};
 

@@ -154,6 +154,40 @@ pub fn halt(os: &mut dyn Os, how: Halt, perm_mounted: bool) -> Pid1Error {
     }
 }
 
+/// krazy-update's device side for this boot, when the root came from a
+/// krazy disk (root= PARTUUID, krazy.slot=) and /perm holds its state.
+fn open_update_device(
+    report: &BootReport,
+    build_id: Option<&str>,
+) -> Option<std::sync::Arc<std::sync::Mutex<krazy_update::device::Device>>> {
+    use krazy_update::protocol::Slot;
+    let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
+    let root = cmdline_partuuid(&cmdline, "root")?;
+    let running = match report.slot.as_deref() {
+        Some("a") => Slot::A,
+        Some("b") => Slot::B,
+        _ => return None,
+    };
+    if !report.perm_mounted {
+        tracing::warn!("updates are off: /perm is not mounted (it keeps the update state)");
+        return None;
+    }
+    match super::update::open_device(
+        "/sys/block".as_ref(),
+        "/dev".as_ref(),
+        &root,
+        running,
+        build_id.unwrap_or("unknown"),
+        PathBuf::from("/perm/krazy"),
+    ) {
+        Ok(d) => Some(std::sync::Arc::new(std::sync::Mutex::new(d))),
+        Err(e) => {
+            tracing::warn!("updates are off: {e}");
+            None
+        }
+    }
+}
+
 /// Runs stage 2 on the real system; returns only if reboot(2) failed.
 pub fn run_linux(platform: &dyn Platform) -> Pid1Error {
     use crate::web::{self, auth::Password, PowerRequest, WebConfig};
@@ -184,9 +218,13 @@ pub fn run_linux(platform: &dyn Platform) -> Pid1Error {
                 return Halt::Reboot;
             }
         };
+        let mut boot_services = Vec::new();
         match crate::config::load_services(std::path::Path::new("/etc/krazy/services.toml")) {
             Ok(file) => {
                 for s in file.services {
+                    if s.start == crate::config::StartMode::Boot {
+                        boot_services.push(s.name.clone());
+                    }
                     if let Err(e) = sup.add(s) {
                         tracing::error!("{e}");
                     }
@@ -204,16 +242,19 @@ pub fn run_linux(platform: &dyn Platform) -> Pid1Error {
         .ok();
         let has_tls = tls.is_some();
         let (power_tx, mut power_rx) = tokio::sync::mpsc::unbounded_channel();
+        let build_id = std::fs::read_to_string("/etc/krazy/build-id")
+            .ok()
+            .map(|s| s.trim().to_owned());
+        let device = open_update_device(&report, build_id.as_deref());
         let cfg = WebConfig {
+            update: device.clone(),
             password,
-            build_id: std::fs::read_to_string("/etc/krazy/build-id")
-                .ok()
-                .map(|s| s.trim().to_owned()),
+            build_id,
             running_slot: report.slot.clone(),
             perm: report.perm_mounted.then(|| PathBuf::from("/perm")),
             tls,
         };
-        match web::Web::new(sup.clone(), cfg, power_tx) {
+        match web::Web::new(sup.clone(), cfg, power_tx.clone()) {
             Ok(w) => {
                 match web::bind_unix("/run/krazy/http.sock".as_ref()) {
                     Ok(l) => {
@@ -238,6 +279,18 @@ pub fn run_linux(platform: &dyn Platform) -> Pid1Error {
             });
         }
         sup.boot();
+        if let Some(dev) = device.filter(|d| d.lock().map(|d| d.is_trial()).unwrap_or(false)) {
+            let file = super::update::load_update_file(super::update::UPDATE_TOML.as_ref());
+            let (sup2, tx) = (sup.clone(), power_tx.clone());
+            tokio::spawn(async move {
+                if let super::update::Verdict::RolledBack(why) =
+                    super::update::drive_health(sup2, dev, file, boot_services).await
+                {
+                    tracing::error!("rebooting into the committed slot: {why}");
+                    let _ = tx.send(PowerRequest::Reboot);
+                }
+            });
+        }
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut term), Ok(mut usr2)) = (
             signal(SignalKind::terminate()),

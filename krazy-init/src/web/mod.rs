@@ -8,6 +8,7 @@ pub mod auth;
 mod html;
 pub mod parse;
 pub mod system;
+pub mod update;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -96,6 +97,8 @@ pub struct WebConfig {
     pub perm: Option<PathBuf>,
     /// TLS: with it, TCP connections speak HTTPS, and plain HTTP gets a redirect.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// krazy-update's device side, served under `/update/` when present.
+    pub update: Option<update::SharedDevice>,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -291,6 +294,13 @@ impl Web {
                     HeaderValue::from_static("Basic realm=\"krazy\", charset=\"UTF-8\""),
                 );
                 return r;
+            }
+        }
+        if let Some(dev) = &self.cfg.update {
+            if let Some(r) =
+                krazy_update::device::Route::parse(parts.method.as_str(), parts.uri.path())
+            {
+                return update::handle(dev, r, &parts.headers, body).await;
             }
         }
         let Some(route) = parse::route(parts.uri.path()) else {
