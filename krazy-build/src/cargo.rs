@@ -7,8 +7,9 @@
 //!   with C inside need a C compiler for it: `CC_x86_64_unknown_linux_musl=musl-gcc`
 //!   is set when `musl-gcc` exists (Debian: `musl-tools`), and
 //!   `CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc` when that exists
-//!   (`gcc-aarch64-linux-gnu`); without it aarch64 links with `rust-lld`,
-//!   which is enough for pure-Rust crates. Variables already set are kept.
+//!   (`gcc-aarch64-linux-gnu`; without it only pure-Rust crates build).
+//!   aarch64 always links with `rust-lld` (the host's `cc` cannot).
+//!   Variables already set are kept.
 //! - otherwise the fallback: the gnu target with `-C target-feature=+crt-static`,
 //!   always with an explicit `--target` (so proc-macros still build for the
 //!   host), which yields static-pie binaries. It needs the gnu target's
@@ -167,17 +168,19 @@ impl Toolchain {
                     }
                 }
                 Arch::Aarch64 => {
+                    // The host's `cc` cannot link aarch64 objects; rust-lld
+                    // links the musl target's self-contained objects, and
+                    // C objects from the cross compiler too.
+                    set_if_unset(
+                        &mut env,
+                        format!("CARGO_TARGET_{}_LINKER", env_key(musl).to_uppercase()),
+                        "rust-lld",
+                    );
                     if on_path("aarch64-linux-gnu-gcc") {
                         set_if_unset(
                             &mut env,
                             format!("CC_{}", env_key(musl)),
                             "aarch64-linux-gnu-gcc",
-                        );
-                    } else {
-                        set_if_unset(
-                            &mut env,
-                            format!("CARGO_TARGET_{}_LINKER", env_key(musl).to_uppercase()),
-                            "rust-lld",
                         );
                     }
                 }
@@ -338,8 +341,9 @@ pub fn build_command(spec: &BuildSpec, tc: &Toolchain, opts: &BuildOptions) -> C
     for b in &spec.bins {
         c.args(["--bin", b]);
     }
-    // An outer cargo (build.rs, cargo test) must not leak its settings into
-    // ours; our target-specific variables come after.
+    // An outer cargo (build.rs, cargo test, cargo clippy, whose wrapper and
+    // lint flags would otherwise lint the system programs) must not leak
+    // its settings into ours; our target-specific variables come after.
     for k in [
         "CARGO_TARGET_DIR",
         "CARGO_BUILD_TARGET",
@@ -347,6 +351,8 @@ pub fn build_command(spec: &BuildSpec, tc: &Toolchain, opts: &BuildOptions) -> C
         "CARGO_ENCODED_RUSTFLAGS",
         "CARGO_MAKEFLAGS",
         "CARGO_PRIMARY_PACKAGE",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CLIPPY_ARGS",
     ] {
         c.env_remove(k);
     }
@@ -515,5 +521,62 @@ impl SystemPrograms {
             c.env(k, v);
         }
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outer_cargo_settings_do_not_leak_into_the_build() {
+        let tc = Toolchain {
+            arch: Arch::Aarch64,
+            triple: "aarch64-unknown-linux-musl".into(),
+            env: vec![("CC_aarch64_unknown_linux_musl".into(), "cc-x".into())],
+            fallback: false,
+        };
+        let spec = BuildSpec::package("hello", Path::new("/src/hello"), Some("hello"));
+        let c = build_command(
+            &spec,
+            &tc,
+            &BuildOptions {
+                target_dir: "/t".into(),
+                release: true,
+                progress: false,
+                locked: false,
+            },
+        );
+        let envs: BTreeMap<String, Option<String>> = c
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.map(|v| v.to_string_lossy().into_owned()),
+                )
+            })
+            .collect();
+        for k in [
+            "CARGO_TARGET_DIR",
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "CARGO_MAKEFLAGS",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "CLIPPY_ARGS",
+        ] {
+            assert_eq!(envs.get(k), Some(&None), "{k} is not removed");
+        }
+        assert_eq!(
+            envs.get("CC_aarch64_unknown_linux_musl"),
+            Some(&Some("cc-x".to_string()))
+        );
+        let args: Vec<String> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            args.windows(2).any(|w| w == ["--target-dir", "/t/hello"]),
+            "{args:?}"
+        );
     }
 }

@@ -936,25 +936,7 @@ pub fn assemble(inputs: &Inputs, layout: &Layout) -> Result<Trees, ImageError> {
 fn request(platform: Platform) -> ModuleRequest {
     match platform {
         Platform::Pc => ModuleRequest::pc(),
-        // The Pi 3's SD card, USB and network drivers (sdhci-iproc, dwc2,
-        // smsc95xx), squashfs, vfat; a watchdog when there is one.
-        Platform::Pi3 => {
-            let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
-            ModuleRequest {
-                required: s(&["squashfs"]),
-                optional: s(&[
-                    "sdhci_iproc",
-                    "mmc_block",
-                    "dwc2",
-                    "smsc95xx",
-                    "vfat",
-                    "nls_cp437",
-                    "nls_ascii",
-                    "ext4",
-                    "bcm2835_wdt",
-                ]),
-            }
-        }
+        Platform::Pi3 => ModuleRequest::pi3(),
     }
 }
 

@@ -401,7 +401,14 @@ fn run(cmd: &mut Command) -> Result<String, KernelError> {
 
 impl PackageSource for AptGet {
     fn show(&self, package: &str) -> Result<BTreeMap<String, String>, KernelError> {
-        let text = run(Command::new("apt-cache").args(["show", "--no-all-versions", package]))?;
+        let text = run(Command::new("apt-cache").args(["show", "--no-all-versions", package]))
+            .map_err(|e| match (e, foreign_arch_hint(package)) {
+                (KernelError::Apt { command, detail }, Some(hint)) => KernelError::Apt {
+                    command,
+                    detail: format!("{detail} ({hint})"),
+                },
+                (e, _) => e,
+            })?;
         Ok(deb::parse_control(&text))
     }
 
@@ -430,6 +437,42 @@ impl PackageSource for AptGet {
         let _ = fs::remove_dir_all(&tmp);
         Ok(dest)
     }
+}
+
+/// The Debian architecture a package's name ends in (`linux-image-arm64`
+/// gives `arm64`), for the architectures Debian builds kernels for.
+pub fn package_arch(package: &str) -> Option<&str> {
+    const ARCHES: [&str; 9] = [
+        "amd64", "arm64", "armhf", "armel", "i386", "ppc64el", "s390x", "riscv64", "mips64el",
+    ];
+    let (_, last) = package.rsplit_once('-')?;
+    ARCHES.contains(&last).then_some(last)
+}
+
+/// When `package` is for an architecture dpkg does not know yet (an arm64
+/// kernel on an amd64 host, say), the commands that make apt see it.
+fn foreign_arch_hint(package: &str) -> Option<String> {
+    let arch = package_arch(package)?;
+    let dpkg = |arg: &str| {
+        Command::new("dpkg")
+            .arg(arg)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let native = dpkg("--print-architecture")?;
+    let foreign = dpkg("--print-foreign-architectures").unwrap_or_default();
+    let known = native
+        .split_whitespace()
+        .chain(foreign.split_whitespace())
+        .any(|a| a == arch);
+    (!known).then(|| {
+        format!(
+            "{arch} packages need `dpkg --add-architecture {arch} && apt-get update` on this {} host first",
+            native.trim()
+        )
+    })
 }
 
 /// A fresh private path `dir/.tmp-<pid>-<n>-<stem>`, unique within this
@@ -779,6 +822,34 @@ impl ModuleRequest {
             optional: s(&["ext4", "efivarfs", "i6300esb|softdog"]),
         }
     }
+
+    /// What a Raspberry Pi 3 image needs from Debian's arm64 kernel: squashfs
+    /// and vfat with both nls modules are required. Taken when present as
+    /// modules: the MMC block layer (Debian builds it in), both SD host
+    /// drivers (`bcm2835`, the SDHOST controller that drives the card slot
+    /// with the mainline device tree, and `sdhci_iproc`, the Arasan
+    /// controller, to which QEMU's `raspi3b` wires the card until the pins
+    /// are switched), ext4, the USB host (`dwc2` and its PHY `phy_generic`,
+    /// which the device tree names but no `depends=` does), the Ethernet
+    /// chips of the 3 B (`smsc95xx`) and 3 B+ (`lan78xx`), and the watchdog
+    /// (`bcm2835_wdt`).
+    pub fn pi3() -> Self {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        ModuleRequest {
+            required: s(&["squashfs", "vfat", "nls_cp437", "nls_ascii"]),
+            optional: s(&[
+                "mmc_block",
+                "bcm2835",
+                "sdhci_iproc",
+                "ext4",
+                "phy_generic",
+                "dwc2",
+                "smsc95xx",
+                "lan78xx",
+                "bcm2835_wdt",
+            ]),
+        }
+    }
 }
 
 impl ModuleIndex {
@@ -970,6 +1041,17 @@ mod tests {
         );
         let e = resolve_kernel_package(&FakeApt, "linux-image-nope").unwrap_err();
         assert!(e.to_string().contains("No packages found"), "{e}");
+    }
+
+    #[test]
+    fn package_arch_is_the_name_suffix() {
+        assert_eq!(package_arch("linux-image-arm64"), Some("arm64"));
+        assert_eq!(
+            package_arch("linux-image-6.1.0-56-cloud-amd64"),
+            Some("amd64")
+        );
+        assert_eq!(package_arch("systemd-boot-efi"), None);
+        assert_eq!(package_arch("arm64"), None);
     }
 
     #[test]

@@ -140,3 +140,30 @@ fn systemd_boot_from_apt_is_pinned() {
     let (_, changed) = resolve_firmware(&src, &mut lock, &opts, &AptGet).unwrap();
     assert!(!changed);
 }
+
+/// A kernel for an architecture dpkg does not know (riscv64 on this amd64
+/// host) fails with the commands that make apt see it.
+#[test]
+fn a_foreign_kernel_says_how_to_enable_its_architecture() {
+    let foreign = Command::new("dpkg")
+        .arg("--print-foreign-architectures")
+        .output()
+        .unwrap();
+    let foreign = String::from_utf8_lossy(&foreign.stdout);
+    assert!(
+        !foreign.split_whitespace().any(|a| a == "riscv64"),
+        "this test needs a host without the riscv64 architecture"
+    );
+    let t = tempfile::tempdir().unwrap();
+    let opts = ResolveOptions {
+        cache_dir: t.path().into(),
+        upgrade: false,
+    };
+    let src = KernelSource::Apt("linux-image-riscv64".into());
+    let e = kernel::resolve_kernel(&src, &mut Lock::default(), &opts, &AptGet).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("dpkg --add-architecture riscv64 && apt-get update"),
+        "{msg}"
+    );
+}
