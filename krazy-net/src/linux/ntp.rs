@@ -50,7 +50,7 @@ pub fn load_time(dir: &Path) -> Option<Duration> {
 /// Sets CLOCK_REALTIME to `unix`.
 pub fn set_clock(unix: Duration) -> io::Result<()> {
     let ts = libc::timespec {
-        tv_sec: unix.as_secs() as libc::time_t,
+        tv_sec: unix.as_secs() as _,
         tv_nsec: unix.subsec_nanos() as libc::c_long,
     };
     // SAFETY: ts is a live, initialised timespec.
@@ -69,8 +69,8 @@ pub fn correct(offset_ns: i64) -> io::Result<&'static str> {
         Ok("stepped")
     } else {
         let tv = libc::timeval {
-            tv_sec: (offset_ns.div_euclid(1_000_000_000)) as libc::time_t,
-            tv_usec: (offset_ns.rem_euclid(1_000_000_000) / 1000) as libc::suseconds_t,
+            tv_sec: (offset_ns.div_euclid(1_000_000_000)) as _,
+            tv_usec: (offset_ns.rem_euclid(1_000_000_000) / 1000) as _,
         };
         // SAFETY: tv is a live timeval; the old-delta pointer may be null.
         if unsafe { libc::adjtime(&tv, std::ptr::null_mut()) } != 0 {
