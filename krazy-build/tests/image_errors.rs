@@ -44,11 +44,7 @@ fn instance(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
 fn assert_no_image(dir: &Path, name: &str) {
     assert!(!dir.join(name).exists(), "{name} was left behind");
     let partial = dir.join(format!(".{name}.partial"));
-    assert!(
-        !partial.exists(),
-        "{} was left behind",
-        partial.display()
-    );
+    assert!(!partial.exists(), "{} was left behind", partial.display());
 }
 
 #[test]
@@ -188,7 +184,10 @@ fn a_disk_too_small_for_the_layout_fails_before_building() {
         "{msg}"
     );
     assert!(msg.contains("--size"), "{msg}");
-    assert!(!opts.target_dir.exists(), "cargo ran before the layout check");
+    assert!(
+        !opts.target_dir.exists(),
+        "cargo ran before the layout check"
+    );
     assert_no_image(t.path(), "pc.img");
 }
 
