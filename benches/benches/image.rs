@@ -40,7 +40,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("image_pc");
     g.sample_size(10);
     g.warm_up_time(Duration::from_secs(1));
-    g.measurement_time(Duration::from_secs(40));
+    g.measurement_time(Duration::from_secs(80));
     g.bench_function("assemble", |b| {
         b.iter(|| image::assemble(&inputs, &layout).unwrap())
     });
