@@ -36,7 +36,7 @@ cargo build --release -q -p krazy-build --example assemble_image
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== krazy: assemble + write_image ($runs runs, in-process)" >&2
 "$target/release/examples/assemble_image" examples/pc_appliance -o "$work/k" --runs "$runs" \
-  --cache-dir "$PWD/target/krazy-test-cache" --target-dir "$PWD/target/krazy-image-target" >"$work/k.json"
+  --cache-dir "$PWD/target/krazy-test-cache" --target-dir "$PWD/target/krazy-test-cache/target" >"$work/k.json"
 img="$work/k/krazy.img"
 
 # The layout and GUIDs of krazy's image, as shell variables.

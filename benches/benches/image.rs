@@ -4,7 +4,7 @@
 //! both, as `krazy build` runs them after cargo.
 //!
 //! The inputs are prepared once with `pipeline::prepare` and the tests'
-//! caches (`target/krazy-test-cache`, `target/krazy-image-target`): the
+//! cache (`target/krazy-test-cache`, cargo's target directory inside it): the
 //! first run downloads the kernel and systemd-boot with apt and builds the
 //! system programs and `hello` (minutes); later runs reuse them.
 //! `benches/compare-image.sh` times the C-tool pipeline on the same content.
@@ -29,7 +29,7 @@ fn bench(c: &mut Criterion) {
     let img = out.path().join("pc.img");
     let mut opts = BuildOptions::for_dir(&inst, &img);
     opts.cache_dir = ws.join("target/krazy-test-cache");
-    opts.target_dir = ws.join("target/krazy-image-target");
+    opts.target_dir = opts.cache_dir.join("target");
     opts.lock_path = out.path().join("krazy.lock");
     opts.mtime = 1_700_000_000;
     let config = Config::load(&inst.join("krazy.toml")).unwrap();
