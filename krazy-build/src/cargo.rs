@@ -15,6 +15,9 @@
 //!   host), which yields static-pie binaries. It needs the gnu target's
 //!   standard library (the host's, on x86-64).
 //!
+//! cargo runs in each package's directory, so the package's own
+//! `.cargo/config.toml` applies (see [`build_command`]).
+//!
 //! Each build gets its own target directory (so builds run in parallel and
 //! never wait on, or deadlock with, an outer cargo holding the workspace's
 //! lock, as in a `build.rs`). Executables are found by parsing
@@ -313,16 +316,27 @@ pub fn build_all(
 }
 
 /// The cargo command for one spec (exposed for `--verbose` output and tests).
+///
+/// It runs in the package's directory, because cargo reads configuration
+/// (`.cargo/config.toml`: rustflags, linkers, registries) from the current
+/// directory and its parents, not from the manifest's: a package's own
+/// settings apply as they do to `cargo build` run inside it. Paths are made
+/// absolute first so a relative manifest or target directory still works.
 pub fn build_command(spec: &BuildSpec, tc: &Toolchain, opts: &BuildOptions) -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let manifest = abs(&spec.manifest);
     let mut c = Command::new(cargo);
+    if let Some(dir) = manifest.parent().filter(|d| d.is_dir()) {
+        c.current_dir(dir);
+    }
     c.arg("build")
         .arg("--manifest-path")
-        .arg(&spec.manifest)
+        .arg(&manifest)
         .args(["--target", &tc.triple])
         .args(["--message-format", "json-render-diagnostics"])
         .arg("--target-dir")
-        .arg(opts.target_dir.join(&spec.name));
+        .arg(abs(&opts.target_dir.join(&spec.name)));
     if opts.release {
         c.arg("--release");
         // Debug info is dead weight on a device (a 38 MB krazy-init is 4 MB

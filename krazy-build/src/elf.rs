@@ -87,7 +87,7 @@ pub enum ElfError {
         kind: &'static str,
     },
     /// The executable needs a dynamic loader or shared libraries.
-    #[error("{} is dynamically linked ({detail}): build for {}, or add -C target-feature=+crt-static with an explicit --target", path.display(), arch.musl_triple())]
+    #[error("{} is dynamically linked ({detail}), but an image runs only static executables: build for {} and drop any `-C target-feature=-crt-static` (from the package's .cargo/config.toml or RUSTFLAGS), or build for the gnu target with -C target-feature=+crt-static and an explicit --target", path.display(), arch.musl_triple())]
     Dynamic {
         /// The file.
         path: PathBuf,

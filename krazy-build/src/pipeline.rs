@@ -303,11 +303,15 @@ fn prepare_with(config: &Config, opts: &BuildOptions, steps: &Steps) -> Result<I
 }
 
 /// Builds the image of `config` into `opts.output`.
+///
+/// A disk too small for the layout fails before anything is built or
+/// written; any later failure leaves `opts.output` as it was (absent, or
+/// an earlier image) and no partial file beside it (see [`image::write_image`]).
 pub fn build_config(config: &Config, opts: &BuildOptions) -> Result<ImageReport, BuildError> {
+    let layout = image::layout(config.platform, opts.disk_bytes, &opts.layout)?;
     let inputs = prepare(config, opts)?;
     let steps = Steps::new(opts.progress);
     steps.step("assembling the image");
-    let layout = image::layout(config.platform, opts.disk_bytes, &opts.layout)?;
     let trees = image::assemble(&inputs, &layout)?;
     steps.step("writing the image");
     let report = image::write_image(&trees, config, &layout, &opts.output, opts.mtime)?;
