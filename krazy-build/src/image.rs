@@ -286,8 +286,10 @@ pub fn kernel_cmdline(config: &Config, root: Guid, perm: Guid, slot: char) -> St
         Platform::Pi3 => args.push("console=tty1".into()),
     }
     args.push(format!("console={}", config.serial_console()));
+    // No `rootwait`: stage 1 waits for the root itself, and a kernel that
+    // cannot reach stage 1 must panic (and so reset, ending a trial boot)
+    // rather than wait forever.
     args.push("panic=10".into());
-    args.push("rootwait".into());
     args.extend(config.kernel_args.iter().cloned());
     args.join(" ")
 }
