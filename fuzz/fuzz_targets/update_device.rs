@@ -1,0 +1,314 @@
+//! The device side of the update protocol driven by any sequence of
+//! requests: routes, raw and correctly signed manifests, parts of any bytes,
+//! switch, commit, roll back and reboots (the device reopened over its
+//! persisted state), on pc (systemd-boot, ESP files, EFI variables) and pi3
+//! (autoboot.txt, boot partitions). The state file, loader.conf, autoboot.txt
+//! and the EFI variable may start as fuzz bytes too.
+//!
+//! Besides "never panics", every step checks the promise of the protocol:
+//! the running slot's root and boot files are never written, and a switch is
+//! accepted only once both parts of a signed manifest were verified.
+#![no_main]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use krazy_fs::FileDevice;
+use krazy_update::bootfiles::DirBootFiles;
+use krazy_update::bootflow::{BootFlow, PiTryboot, SystemdBoot};
+use krazy_update::device::{BootStorage, Device, DeviceConfig, Route, Storage};
+use krazy_update::efivars::{EfiVars, LOADER_GUID};
+use krazy_update::protocol::{
+    Arch, Manifest, PartKind, PartSpec, Platform, SecretKey, SignedManifest, Slot,
+};
+use krazy_update::state::STATE_FILE;
+use libfuzzer_sys::fuzz_target;
+
+const ROOT: u64 = 16 << 10;
+const BOOT: usize = 4 << 10;
+
+/// Takes `[op][len u16 LE][len bytes]` steps off the input.
+struct Steps<'a>(&'a [u8]);
+
+impl<'a> Iterator for Steps<'a> {
+    type Item = (u8, &'a [u8]);
+    fn next(&mut self) -> Option<Self::Item> {
+        let (&op, rest) = self.0.split_first()?;
+        let (len, rest) = match rest {
+            [a, b, rest @ ..] => (u16::from_le_bytes([*a, *b]) as usize, rest),
+            _ => (0, &[][..]),
+        };
+        let (body, rest) = rest.split_at(len.min(rest.len()));
+        self.0 = rest;
+        Some((op, body))
+    }
+}
+
+fn workdir() -> PathBuf {
+    std::env::temp_dir().join(format!("krazy-fuzz-update-device-{}", std::process::id()))
+}
+
+/// The disk of a device that runs `running`: file-backed root slots whose
+/// bytes identify them, and the boot side of `platform`.
+fn lay_out(dir: &Path, platform: Platform) {
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir.join("perm")).unwrap();
+    fs::create_dir_all(dir.join("efivars")).unwrap();
+    for (name, fill) in [("root-a", 0xa1), ("root-b", 0xb1)] {
+        fs::write(dir.join(name), vec![fill; ROOT as usize]).unwrap();
+    }
+    match platform {
+        Platform::Pc => {
+            for (f, cap, fill) in [
+                (
+                    "loader/loader.conf",
+                    512,
+                    &b"default krazy-a.conf\ntimeout 0\n"[..],
+                ),
+                ("loader/entries/krazy-a.conf", 512, b"title a\n"),
+                ("loader/entries/krazy-b.conf", 512, b"title b\n"),
+                ("krazy/a/vmlinuz", BOOT, b"MZ-a"),
+                ("krazy/a/initrd", BOOT, b"initrd-a"),
+                ("krazy/b/vmlinuz", BOOT, b"MZ-b"),
+                ("krazy/b/initrd", BOOT, b"initrd-b"),
+            ] {
+                let path = dir.join("esp").join(f);
+                fs::create_dir_all(path.parent().unwrap()).unwrap();
+                let mut b = fill.to_vec();
+                b.resize(cap, if f.ends_with(".conf") { b' ' } else { 0 });
+                fs::write(path, b).unwrap();
+            }
+        }
+        Platform::Pi3 => {
+            fs::create_dir_all(dir.join("autoboot")).unwrap();
+            let text = PiTryboot::autoboot_txt(Slot::A);
+            let mut b = text.into_bytes();
+            b.resize(512, b' ');
+            fs::write(dir.join("autoboot/autoboot.txt"), b).unwrap();
+            for (name, fill) in [("boot-a", 0xa2), ("boot-b", 0xb2)] {
+                fs::write(dir.join(name), vec![fill; BOOT]).unwrap();
+            }
+        }
+    }
+}
+
+fn open(
+    dir: &Path,
+    platform: Platform,
+    running: Slot,
+    build: &str,
+    key: &SecretKey,
+) -> Option<Device> {
+    let dev = |n: &str| -> Box<FileDevice> {
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join(n))
+            .unwrap();
+        Box::new(FileDevice::whole(f).unwrap())
+    };
+    let (boot, flow): (BootStorage, Box<dyn BootFlow + Send>) = match platform {
+        Platform::Pc => (
+            BootStorage::Esp(Box::new(DirBootFiles::new(dir.join("esp")))),
+            Box::new(SystemdBoot::new(
+                Box::new(DirBootFiles::new(dir.join("esp"))),
+                EfiVars::new(dir.join("efivars")),
+            )),
+        ),
+        Platform::Pi3 => (
+            BootStorage::Partitions {
+                a: dev("boot-a"),
+                b: dev("boot-b"),
+            },
+            Box::new(PiTryboot::new(Box::new(DirBootFiles::new(
+                dir.join("autoboot"),
+            )))),
+        ),
+    };
+    let storage = Storage {
+        root_a: dev("root-a"),
+        root_b: dev("root-b"),
+        boot,
+    };
+    let cfg = DeviceConfig {
+        arch: Arch::X86_64,
+        platform,
+        build_id: build.into(),
+        running,
+        public_key: key.public(),
+        state_dir: dir.join("perm/krazy"),
+    };
+    // A state or boot files the fuzzer garbled may refuse to open: that is
+    // an error, never a panic.
+    Device::open(cfg, storage, flow).ok()
+}
+
+/// The running slot's files, which nothing but a successful trial may change.
+fn running_files(dir: &Path, platform: Platform, running: Slot) -> Vec<Vec<u8>> {
+    let s = running.to_string();
+    let mut v = vec![fs::read(dir.join(format!("root-{s}"))).unwrap()];
+    match platform {
+        Platform::Pc => {
+            for f in ["vmlinuz", "initrd"] {
+                v.push(fs::read(dir.join(format!("esp/krazy/{s}/{f}"))).unwrap());
+            }
+            v.push(fs::read(dir.join(format!("esp/loader/entries/krazy-{s}.conf"))).unwrap());
+        }
+        Platform::Pi3 => v.push(fs::read(dir.join(format!("boot-{s}"))).unwrap()),
+    }
+    v
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&flags, data)) = data.split_first() else {
+        return;
+    };
+    let platform = if flags & 1 == 0 {
+        Platform::Pc
+    } else {
+        Platform::Pi3
+    };
+    let key = SecretKey::from_seed([5; 32]);
+    let other = SecretKey::from_seed([6; 32]);
+    let dir = workdir();
+    lay_out(&dir, platform);
+
+    let mut running = Slot::A;
+    let mut build = String::from("v1");
+    let mut steps = Steps(data);
+    // Optionally, the files a device reads at boot start as fuzz bytes.
+    if flags & 2 != 0 {
+        if let Some((_, b)) = steps.next() {
+            fs::create_dir_all(dir.join("perm/krazy")).unwrap();
+            fs::write(dir.join("perm/krazy").join(STATE_FILE), b).unwrap();
+        }
+    }
+    if flags & 4 != 0 {
+        if let Some((_, b)) = steps.next() {
+            let path = match platform {
+                Platform::Pc => dir.join("esp/loader/loader.conf"),
+                Platform::Pi3 => dir.join("autoboot/autoboot.txt"),
+            };
+            fs::write(path, b).unwrap();
+        }
+    }
+    if flags & 8 != 0 {
+        if let Some((_, b)) = steps.next() {
+            let name = if flags & 16 == 0 {
+                "LoaderEntrySelected"
+            } else {
+                "LoaderEntryOneShot"
+            };
+            fs::write(dir.join("efivars").join(format!("{name}-{LOADER_GUID}")), b).unwrap();
+        }
+    }
+    let Some(mut dev) = open(&dir, platform, running, &build, &key) else {
+        return;
+    };
+    let mut root: Vec<u8> = Vec::new();
+    let mut boot: Vec<u8> = Vec::new();
+    // Whether the last signed manifest's parts were both written as signed.
+    let mut verified = [false; 2];
+
+    for (op, body) in steps {
+        let before = running_files(&dir, platform, running);
+        match op % 13 {
+            0 => {
+                let text = String::from_utf8_lossy(body);
+                let (method, path) = text.split_once(' ').unwrap_or((&text, ""));
+                if let Some(r) = Route::parse(method, path) {
+                    assert_eq!(r.content_type().is_none(), method == "GET");
+                    assert!(path.starts_with("/update/"));
+                }
+            }
+            1 => {
+                if dev.put_manifest(body).is_ok() {
+                    verified = [false; 2];
+                }
+            }
+            2 | 3 => {
+                // A manifest over the current root and boot bytes, signed by
+                // the instance's key (2) or another one (3), which must fail.
+                let m = Manifest {
+                    protocol: 1,
+                    build_id: String::from_utf8_lossy(body).into_owned(),
+                    arch: Arch::X86_64,
+                    platform,
+                    parts: vec![
+                        PartSpec::for_bytes(PartKind::Root, &root),
+                        PartSpec::for_bytes(PartKind::Boot, &boot),
+                    ],
+                };
+                let signer = if op % 13 == 2 { &key } else { &other };
+                let r = dev.put_manifest(&SignedManifest::sign(&m, signer).to_json());
+                if op % 13 == 3 {
+                    assert!(r.is_err(), "a manifest signed by another key was accepted");
+                } else if r.is_ok() {
+                    verified = [false; 2];
+                }
+            }
+            4 => root = body.to_vec(),
+            5 => boot = body.to_vec(),
+            6 => {
+                if dev.put_part(PartKind::Root, &root[..]).is_ok() {
+                    verified[0] = true;
+                }
+            }
+            7 => {
+                if dev.put_part(PartKind::Boot, &boot[..]).is_ok() {
+                    verified[1] = true;
+                }
+            }
+            8 => {
+                let kind = if body.first().is_some_and(|b| b & 1 == 1) {
+                    PartKind::Boot
+                } else {
+                    PartKind::Root
+                };
+                if dev.put_part(kind, body).is_ok() {
+                    verified[(kind == PartKind::Boot) as usize] = true;
+                }
+            }
+            9 => {
+                if dev.switch().is_ok() {
+                    assert!(
+                        verified == [true, true],
+                        "switch accepted an unverified slot"
+                    );
+                }
+            }
+            10 => {
+                let _ = dev.commit();
+            }
+            11 => {
+                let _ = dev.roll_back(&String::from_utf8_lossy(body), Some("hello"), &[]);
+            }
+            _ => {
+                // A reboot: the device comes back on the running slot, or on
+                // the other one when the body asks for it (a trial boot).
+                drop(dev);
+                if body.first().is_some_and(|b| b & 1 == 1) {
+                    running = running.other();
+                    build = String::from_utf8_lossy(&body[1..]).into_owned();
+                }
+                verified = [false; 2];
+                match open(&dir, platform, running, &build, &key) {
+                    Some(d) => dev = d,
+                    None => return,
+                }
+                let f = dev.features();
+                assert_eq!(f.running_slot, running);
+                let _ = serde_json::to_string(&dev.status()).unwrap();
+                continue;
+            }
+        }
+        assert_eq!(
+            before,
+            running_files(&dir, platform, running),
+            "op {op} wrote to the running slot {running}"
+        );
+        let _ = serde_json::to_string(&dev.status()).unwrap();
+    }
+    drop(dev);
+    let _ = fs::remove_dir_all(&dir);
+});

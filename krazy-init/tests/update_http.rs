@@ -1,0 +1,357 @@
+//! The `/update/...` routes of the web server on this host, with a real
+//! update device over files (root slots, an ESP directory, a directory as
+//! efivarfs): `curl -T` and krazy's own client stream parts in over HTTP and
+//! HTTPS, and the answers to bad requests reach the client whole.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use krazy_fs::FileDevice;
+use krazy_init::supervisor::{Supervisor, SupervisorOptions};
+use krazy_init::web::{self, auth::Password, Web, WebConfig};
+use krazy_update::bootfiles::DirBootFiles;
+use krazy_update::bootflow::SystemdBoot;
+use krazy_update::client::{Client, ClientConfig, ClientError};
+use krazy_update::device::{BootStorage, Device, DeviceConfig, Storage};
+use krazy_update::efivars::EfiVars;
+use krazy_update::protocol::*;
+
+const PASSWORD: &str = "update-http-test-password";
+const ROOT_SIZE: u64 = 96 << 20;
+
+/// A device on a tokio runtime of its own, serving on 127.0.0.1.
+struct Server {
+    _rt: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+    addr: String,
+    key: SecretKey,
+    cert_der: Option<Vec<u8>>,
+}
+
+fn esp(dir: &Path) {
+    for (f, cap, fill) in [
+        (
+            "loader/loader.conf",
+            512,
+            b"default krazy-a.conf\ntimeout 0\n".as_slice(),
+        ),
+        ("loader/entries/krazy-a.conf", 1024, b"title a\n"),
+        ("loader/entries/krazy-b.conf", 1024, b"title b\n"),
+        ("krazy/a/vmlinuz", 1 << 20, b"MZ-a"),
+        ("krazy/a/initrd", 1 << 20, b""),
+        ("krazy/b/vmlinuz", 1 << 20, b""),
+        ("krazy/b/initrd", 1 << 20, b""),
+    ] {
+        let path = dir.join("esp").join(f);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut b = fill.to_vec();
+        b.resize(cap, if f.ends_with(".conf") { b' ' } else { 0 });
+        std::fs::write(path, b).unwrap();
+    }
+}
+
+fn serve(tls: bool) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    for s in ["root-a", "root-b"] {
+        std::fs::File::create(p.join(s))
+            .unwrap()
+            .set_len(ROOT_SIZE)
+            .unwrap();
+    }
+    esp(p);
+    std::fs::create_dir_all(p.join("efivars")).unwrap();
+    let key = SecretKey::from_seed([11; 32]);
+    let dev = |n: &str| {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(p.join(n))
+            .unwrap();
+        Box::new(FileDevice::whole(f).unwrap())
+    };
+    let device = Device::open(
+        DeviceConfig {
+            arch: Arch::X86_64,
+            platform: Platform::Pc,
+            build_id: "v1".into(),
+            running: Slot::A,
+            public_key: key.public(),
+            state_dir: p.join("perm/krazy"),
+        },
+        Storage {
+            root_a: dev("root-a"),
+            root_b: dev("root-b"),
+            boot: BootStorage::Esp(Box::new(DirBootFiles::new(p.join("esp")))),
+        },
+        Box::new(SystemdBoot::new(
+            Box::new(DirBootFiles::new(p.join("esp"))),
+            EfiVars::new(p.join("efivars")),
+        )),
+    )
+    .unwrap();
+
+    let (tls_cfg, cert_der) = if tls {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(p.join("cert.pem"), ck.cert.pem()).unwrap();
+        std::fs::write(p.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+        (
+            Some(web::load_tls(&p.join("cert.pem"), &p.join("key.pem")).unwrap()),
+            Some(ck.cert.der().to_vec()),
+        )
+    } else {
+        (None, None)
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = rt.block_on(async {
+        let sup = Supervisor::new(SupervisorOptions {
+            home_base: None,
+            reap_orphans: false,
+            subreaper: false,
+        })
+        .unwrap();
+        let (power, _rx) = tokio::sync::mpsc::unbounded_channel();
+        std::mem::forget(_rx);
+        let w = Web::new(
+            sup,
+            WebConfig {
+                password: Some(Password::plain(PASSWORD).unwrap()),
+                tls: tls_cfg,
+                update: Some(Arc::new(Mutex::new(device))),
+                ..WebConfig::default()
+            },
+            power,
+        )
+        .unwrap();
+        let l = web::bind_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(w.serve_tcp(l));
+        addr
+    });
+    Server {
+        _rt: rt,
+        dir,
+        addr,
+        key,
+        cert_der,
+    }
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        let scheme = if self.cert_der.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}{path}", self.addr)
+    }
+
+    fn client(&self) -> Client {
+        let mut c = ClientConfig::new(self.addr.clone(), PASSWORD);
+        if let Some(der) = &self.cert_der {
+            c = c.with_pinned_cert(der.clone());
+        }
+        Client::new(c).unwrap()
+    }
+
+    fn manifest(&self, root: &[u8], boot: &[u8]) -> Vec<u8> {
+        let m = Manifest {
+            protocol: 1,
+            build_id: "v2".into(),
+            arch: Arch::X86_64,
+            platform: Platform::Pc,
+            parts: vec![
+                PartSpec::for_bytes(PartKind::Root, root),
+                PartSpec::for_bytes(PartKind::Boot, boot),
+            ],
+        };
+        SignedManifest::sign(&m, &self.key).to_json()
+    }
+
+    /// `curl -T FILE` with the update content type: (status, body).
+    fn curl_put(&self, path: &str, file: &Path, content_type: &str) -> (u16, String) {
+        let out = Command::new("curl")
+            .args(["-sS", "-k", "-w", "\n%{http_code}", "-u"])
+            .arg(format!("krazy:{PASSWORD}"))
+            .args(["-H", &format!("Content-Type: {content_type}"), "-T"])
+            .arg(file)
+            .arg(self.url(path))
+            .output()
+            .expect("curl is installed");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        assert!(
+            out.status.success(),
+            "curl failed: {} {}",
+            code,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (code.parse().unwrap_or(0), body.to_string())
+    }
+}
+
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+fn boot_archive() -> Vec<u8> {
+    let mut out = Vec::new();
+    krazy_update::bootarchive::write_archive(
+        &mut out,
+        &[
+            (
+                krazy_update::bootarchive::BootFile::Vmlinuz,
+                b"MZ-kernel-v2",
+            ),
+            (
+                krazy_update::bootarchive::BootFile::Entry,
+                b"title v2\nlinux /krazy/b/vmlinuz\n",
+            ),
+        ],
+    )
+    .unwrap();
+    out
+}
+
+fn curl_uploads(tls: bool) {
+    let s = serve(tls);
+    let root = pattern(64 << 20, 5);
+    let boot = boot_archive();
+    let root_file = s.dir.path().join("root.bin");
+    let manifest_file = s.dir.path().join("manifest.json");
+    std::fs::write(&root_file, &root).unwrap();
+    std::fs::write(&manifest_file, s.manifest(&root, &boot)).unwrap();
+
+    // The wrong content type never reaches the device.
+    let (code, body) = s.curl_put("/update/root", &root_file, "text/plain");
+    assert_eq!(code, 415, "{body}");
+
+    let (code, body) = s.curl_put("/update/manifest", &manifest_file, "application/json");
+    assert_eq!(code, 200, "{body}");
+    // 64 MiB by curl (which sends `Expect: 100-continue`), in full.
+    let (code, body) = s.curl_put("/update/root", &root_file, "application/octet-stream");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["slot"].as_str(), v["size"].as_u64()),
+        (Some("b"), Some(64 << 20))
+    );
+    let on_disk = std::fs::read(s.dir.path().join("root-b")).unwrap();
+    assert!(on_disk[..root.len()] == root[..], "slot b holds the bytes");
+
+    // Bytes that do not match the manifest: a clear answer, not a reset.
+    let mut bad = root.clone();
+    bad[40 << 20] ^= 1;
+    std::fs::write(&root_file, &bad).unwrap();
+    let (code, body) = s.curl_put("/update/manifest", &manifest_file, "application/json");
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = s.curl_put("/update/root", &root_file, "application/octet-stream");
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains("sha256") || body.contains("SHA-256"),
+        "{body}"
+    );
+    let st = s.client().status().unwrap();
+    assert_eq!(st.slot_b.state, SlotState::Invalid);
+
+    // Too long for the manifest: answered as soon as the device knows.
+    let long = s.dir.path().join("long.bin");
+    let mut l = root.clone();
+    l.extend_from_slice(&[0; 4 << 20]);
+    std::fs::write(&long, &l).unwrap();
+    let (code, body) = s.curl_put("/update/manifest", &manifest_file, "application/json");
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = s.curl_put("/update/root", &long, "application/octet-stream");
+    assert_eq!(code, 422, "{body}");
+}
+
+#[test]
+fn curl_streams_parts_over_http() {
+    curl_uploads(false);
+}
+
+#[test]
+fn curl_streams_parts_over_https() {
+    curl_uploads(true);
+}
+
+#[test]
+fn the_client_pushes_a_whole_update_and_arms_the_trial() {
+    let s = serve(true);
+    let c = s.client();
+    let root = pattern(80 << 20, 9);
+    let boot = boot_archive();
+    // Another key's manifest is refused before anything is written.
+    let other = Manifest {
+        protocol: 1,
+        build_id: "evil".into(),
+        arch: Arch::X86_64,
+        platform: Platform::Pc,
+        parts: vec![
+            PartSpec::for_bytes(PartKind::Root, &root),
+            PartSpec::for_bytes(PartKind::Boot, &boot),
+        ],
+    };
+    match c.put_manifest(&SignedManifest::sign(&other, &SecretKey::from_seed([1; 32])).to_json()) {
+        Err(ClientError::Device { status, .. }) => assert_eq!(status, 403),
+        r => panic!("another key's manifest: {r:?}"),
+    }
+    assert_eq!(c.status().unwrap().slot_b.state, SlotState::Unknown);
+
+    c.put_manifest(&s.manifest(&root, &boot)).unwrap();
+    let mut seen = 0;
+    let w = c
+        .put_part(
+            PartKind::Root,
+            root.len() as u64,
+            &mut &root[..],
+            &mut |p| {
+                assert!(p.sent >= seen);
+                seen = p.sent;
+            },
+        )
+        .unwrap();
+    assert_eq!(seen, root.len() as u64);
+    assert!(!w.slot_complete);
+    let w = c
+        .put_part(
+            PartKind::Boot,
+            boot.len() as u64,
+            &mut &boot[..],
+            &mut |_| {},
+        )
+        .unwrap();
+    assert!(w.slot_complete);
+    let sw = c.switch().unwrap();
+    assert_eq!((sw.slot, sw.build_id.as_str()), (Slot::B, "v2"));
+    assert_eq!(c.features().unwrap().trial, TrialState::Armed);
+    let p = s.dir.path();
+    assert!(std::fs::read(p.join("root-b")).unwrap()[..root.len()] == root[..]);
+    assert!(std::fs::read(p.join("esp/krazy/b/vmlinuz"))
+        .unwrap()
+        .starts_with(b"MZ-kernel-v2"));
+    let one_shot = std::fs::read(p.join(format!(
+        "efivars/LoaderEntryOneShot-{}",
+        krazy_update::efivars::LOADER_GUID
+    )))
+    .unwrap();
+    assert_eq!(
+        &one_shot[4..],
+        &krazy_update::efivars::utf16_nul("krazy-b.conf")[..]
+    );
+}
