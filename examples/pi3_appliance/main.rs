@@ -40,31 +40,14 @@ struct Args {
     #[arg(long, value_name = "FILE", default_value = "pi3.lock")]
     lock: PathBuf,
     /// The disk size (2G, 4G, …); QEMU's raspi3b wants a power of two.
-    #[arg(long, default_value = "2G", value_parser = parse_size)]
+    #[arg(long, default_value = "2G", value_parser = krazy_build::image::parse_disk_size)]
     size: u64,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
 }
 
-/// Parses `2G`, `512M` or a number of bytes.
-fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.as_bytes().last() {
-        Some(b'K' | b'k') => (&s[..s.len() - 1], 1u64 << 10),
-        Some(b'M' | b'm') => (&s[..s.len() - 1], 1 << 20),
-        Some(b'G' | b'g') => (&s[..s.len() - 1], 1 << 30),
-        Some(b'T' | b't') => (&s[..s.len() - 1], 1 << 40),
-        _ => (s, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 2G, 512M or 1073741824"))?;
-    n.checked_mul(mult)
-        .filter(|b| b % 512 == 0)
-        .ok_or_else(|| format!("{s:?} must be a multiple of 512 bytes"))
-}
-
+/// `p` made absolute (the build runs cargo in other directories).
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     std::path::absolute(p).with_context(|| format!("cannot make {} absolute", p.display()))
 }

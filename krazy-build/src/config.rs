@@ -693,7 +693,9 @@ impl Config {
     }
 }
 
-fn is_hostname(s: &str) -> bool {
+/// Whether `s` is a valid host name label for a device: 1 to 63 letters,
+/// digits and '-', not starting or ending with '-'.
+pub fn is_hostname(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && !s.starts_with('-')

@@ -55,6 +55,45 @@ pub const UPDATE_PATH: &str = "etc/krazy/update.toml";
 /// The default image size when none is given: 2 GiB, written sparse.
 pub const DEFAULT_DISK_BYTES: u64 = 2 << 30;
 
+/// Why a disk size given by a user is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    /// A suffix other than K, M, G or T.
+    #[error("unknown size unit {0:?}: use K, M, G or T")]
+    Unit(char),
+    /// Not a number (with an optional unit).
+    #[error("{0:?} is not a size like 2G, 512M or 1073741824")]
+    NotANumber(String),
+    /// Not whole 512-byte sectors, or too large.
+    #[error("{0:?} must be a multiple of 512 bytes")]
+    NotSectors(String),
+}
+
+/// Parses a disk size as users write it (`2G`, `512m`, `1073741824`;
+/// binary units), which must be whole 512-byte sectors.
+pub fn parse_disk_size(s: &str) -> Result<u64, SizeError> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(SizeError::Unit(c)),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| SizeError::NotANumber(s.to_string()))?;
+    n.checked_mul(mult)
+        .filter(|b| b % 512 == 0)
+        .ok_or_else(|| SizeError::NotSectors(s.to_string()))
+}
+
 /// Why an image could not be assembled or written.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -418,12 +457,7 @@ fn add_bytes(
     mode: u32,
     mtime: u64,
 ) -> Result<(), ImageError> {
-    if let Some((parent, _)) = path.rsplit_once('/') {
-        t.add_dir_all(parent, mtime)
-            .map_err(tree_err(format!("{tree}: /{parent}")))?;
-    }
-    t.add_file(path, Contents::bytes(bytes.into()), mode, mtime)
-        .map_err(tree_err(format!("{tree}: /{path}")))
+    add_contents(t, tree, path, Contents::bytes(bytes.into()), mode, mtime)
 }
 
 fn add_host(
@@ -434,11 +468,30 @@ fn add_host(
     mode: u32,
     mtime: u64,
 ) -> Result<(), ImageError> {
+    add_contents(
+        t,
+        tree,
+        path,
+        Contents::Host(host.to_path_buf()),
+        mode,
+        mtime,
+    )
+}
+
+/// Adds a file at `path` of `tree`, with its parent directories.
+fn add_contents(
+    t: &mut Tree,
+    tree: &str,
+    path: &str,
+    contents: Contents,
+    mode: u32,
+    mtime: u64,
+) -> Result<(), ImageError> {
     if let Some((parent, _)) = path.rsplit_once('/') {
         t.add_dir_all(parent, mtime)
             .map_err(tree_err(format!("{tree}: /{parent}")))?;
     }
-    t.add_file(path, Contents::Host(host.to_path_buf()), mode, mtime)
+    t.add_file(path, contents, mode, mtime)
         .map_err(tree_err(format!("{tree}: /{path}")))
 }
 
@@ -1076,6 +1129,9 @@ fn write_image_to(
             timestamp: Some(mtime),
             volume_id: id.mbr_signature() ^ (role as u32),
             hidden_sectors: u32::try_from(start).unwrap_or(0),
+            // The file was truncated and resized above: it reads as zeros,
+            // so the capacity files' zero padding stays a hole.
+            device_zeroed: true,
             ..Default::default()
         }
     };
@@ -1155,4 +1211,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_disk_size, SizeError};
+
+    #[test]
+    fn disk_sizes() {
+        assert_eq!(parse_disk_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_disk_size(" 512m "), Ok(512 << 20));
+        assert_eq!(parse_disk_size("1048576"), Ok(1 << 20));
+        assert_eq!(
+            parse_disk_size("1000"),
+            Err(SizeError::NotSectors("1000".into()))
+        );
+        assert_eq!(parse_disk_size("2X"), Err(SizeError::Unit('X')));
+        assert!(matches!(
+            parse_disk_size("G"),
+            Err(SizeError::NotANumber(_))
+        ));
+        assert!(matches!(
+            parse_disk_size("99999999999T"),
+            Err(SizeError::NotSectors(_))
+        ));
+    }
 }

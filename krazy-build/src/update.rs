@@ -122,6 +122,7 @@ pub fn parts(
             let mut dev = krazy_fs::MemDevice::zeroed(p.size_bytes() as usize);
             let opts = krazy_fs::fat::FatOptions {
                 timestamp: Some(inputs.mtime),
+                device_zeroed: true,
                 ..Default::default()
             };
             krazy_fs::fat::write(&mut dev, tree, &opts).map_err(|e| part_err(e.to_string()))?;

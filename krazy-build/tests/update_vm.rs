@@ -2,7 +2,10 @@
 //! store, systemd-boot, TCG), through the forward on 127.0.0.1 over pinned
 //! HTTPS: refused manifests and parts leave the device untouched; v1 → v2
 //! flips the slot and commits with /perm intact; a v3 whose service fails
-//! its health gate rolls back to v2 and reports why.
+//! its health gate rolls back to v2 and reports why; a v4 whose kernel
+//! cannot start init comes back on v2 after the panic; a 200 MB root streams
+//! in (krazy's client and `curl -T`, PID 1's memory sampled); and power cuts
+//! during an upload and during a trial boot leave v2 running, /perm intact.
 //!
 //! One VM, one test: QEMU tests run one at a time.
 
@@ -33,6 +36,17 @@ fn check<T, E: std::fmt::Display>(vm: &Vm, what: &str, r: Result<T, E>) -> T {
 /// An instance like examples/pc_appliance with a short settle time and
 /// deadline, `extra` appended to its hello package (env, say) and `motd`.
 fn instance(dir: &Path, motd: &str, hello_env: &str) -> Config {
+    instance_with(dir, motd, hello_env, "kernel_args = []", "")
+}
+
+/// [`instance`] with a `kernel_args` line and extra TOML appended.
+fn instance_with(
+    dir: &Path,
+    motd: &str,
+    hello_env: &str,
+    kernel_args: &str,
+    extra: &str,
+) -> Config {
     let src = workspace().join("examples/pc_appliance");
     std::fs::create_dir_all(dir).unwrap();
     let text = std::fs::read_to_string(src.join("krazy.toml"))
@@ -46,7 +60,9 @@ fn instance(dir: &Path, motd: &str, hello_env: &str) -> Config {
             "settle_seconds = 5\ndeadline_seconds = 45",
         )
         .replace("hello from a krazy appliance", motd)
-        .replace("env = { RUST_LOG = \"info\" }", hello_env);
+        .replace("env = { RUST_LOG = \"info\" }", hello_env)
+        .replacen("kernel_args = []", kernel_args, 1)
+        + extra;
     std::fs::write(dir.join("krazy.toml"), text).unwrap();
     if !dir.join("secrets").exists() {
         std::os::unix::fs::symlink(src.join("secrets"), dir.join("secrets")).unwrap();
@@ -80,13 +96,16 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
 
     let https = vm::free_port().unwrap();
     let hello_port = vm::free_port().unwrap();
+    // The serial consoles stay in target/test-artifacts for a look after a failure.
+    let artifacts = workspace().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
     let vm = Vm::start(
         VmOptions::new(&img)
             .with_forward(https, 443)
             .with_forward(hello_port, 8080)
             .with_fresh_vars(true)
             .with_watchdog(true)
-            .with_serial_log(t.path().join("serial.log")),
+            .with_serial_log(artifacts.join("update_vm-serial.log")),
     )
     .unwrap();
     let limit = Duration::from_secs(240);
@@ -192,6 +211,255 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
         remote::wait_boot_services(&client, &v2, limit),
     );
     assert!(count(&hello(hello_port)) > n2);
+
+    // v4's kernel cannot boot (no init): it panics, `panic=10` resets, and
+    // the one-shot entry is spent, so the committed v2 comes back and
+    // reports the trial as rolled back.
+    let v4 = instance_with(
+        &inst,
+        "v4",
+        "env = { RUST_LOG = \"info\" }",
+        "kernel_args = [\"rdinit=/nonexistent\", \"init=/nonexistent\"]",
+        "",
+    );
+    let in4 = pipeline::prepare(&v4, &opts).unwrap();
+    let trees4 = image::assemble(&in4, &layout).unwrap();
+    let p4 = update::parts(&in4, &trees4, &layout, Slot::A, &key).unwrap();
+    match update::push(&client, &p4, &mut |_| {}, Duration::from_secs(400)) {
+        Err(update::UpdateError::Client(ClientError::RolledBack { build_id, .. })) => {
+            assert_eq!(build_id, trees4.build_id)
+        }
+        r => panic!("v4 should come back on v2: {r:?}\n{}", vm.serial_tail(80)),
+    }
+    let f = check(&vm, "features after the panic", client.features());
+    assert_eq!(
+        (f.build_id.as_str(), f.running_slot),
+        (trees2.build_id.as_str(), Slot::B)
+    );
+    check(
+        &vm,
+        "services after the panic",
+        remote::wait_boot_services(&client, &v2, limit),
+    );
+
+    // Figures: a 200 MB root (random bytes, so squashfs cannot shrink it)
+    // streamed into slot A by krazy's client and by `curl -T`, with the
+    // device's PID 1 memory sampled throughout.
+    let big = t.path().join("big.bin");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&big).unwrap();
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let mut buf = vec![0u8; 1 << 20];
+        for _ in 0..200 {
+            for c in buf.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                c.copy_from_slice(&x.to_le_bytes());
+            }
+            f.write_all(&buf).unwrap();
+        }
+    }
+    let v5 = instance_with(
+        &inst,
+        "v5",
+        "env = { RUST_LOG = \"info\" }",
+        "kernel_args = []",
+        &format!("\n[[file]]\npath = \"/big.bin\"\nsource = {:?}\n", big),
+    );
+    let in5 = pipeline::prepare(&v5, &opts).unwrap();
+    let trees5 = image::assemble(&in5, &layout).unwrap();
+    let p5 = update::parts(&in5, &trees5, &layout, Slot::A, &key).unwrap();
+    assert!(p5.root.len() > 200 << 20);
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (s, c) = (
+            sampling.clone(),
+            remote::client(&v1, &inst.join("secrets"), &format!("127.0.0.1:{https}")).unwrap(),
+        );
+        std::thread::spawn(move || {
+            let mut peak = 0u64;
+            while s.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(v) = c.get_json::<serde_json::Value>("/api/v1/system") {
+                    peak = peak.max(v["supervisor_rss_kib"].as_u64().unwrap_or(0));
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            peak
+        })
+    };
+    let before: serde_json::Value = check(&vm, "system", client.get_json("/api/v1/system"));
+    check(&vm, "manifest v5", client.put_manifest(&p5.signed));
+    let t0 = std::time::Instant::now();
+    check(
+        &vm,
+        "200 MB root",
+        client.put_part(
+            PartKind::Root,
+            p5.root.len() as u64,
+            &mut &p5.root[..],
+            &mut |_| {},
+        ),
+    );
+    let krazy_secs = t0.elapsed().as_secs_f64();
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    let root_file = t.path().join("root.bin");
+    std::fs::write(&root_file, &p5.root).unwrap();
+    check(&vm, "manifest v5 again", client.put_manifest(&p5.signed));
+    let password = std::fs::read_to_string(inst.join("secrets/password")).unwrap();
+    let curl_put = || {
+        let t0 = std::time::Instant::now();
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-k", "-o", "/dev/null", "-w", "%{http_code}", "-u"])
+            .arg(format!("krazy:{}", password.trim()))
+            .args(["-H", "Content-Type: application/octet-stream", "-T"])
+            .arg(&root_file)
+            .arg(format!("https://127.0.0.1:{https}/update/root"))
+            .output()
+            .unwrap();
+        (out, t0.elapsed().as_secs_f64())
+    };
+    let (mut curl, mut curl_secs) = curl_put();
+    if curl.stdout != b"200" {
+        // The reference tool's figure, not krazy's path: curl's connection
+        // was reset mid-upload in two of four runs while other builds
+        // loaded the host, with nothing in the device's log then. Say so,
+        // with what the device logged about connections, and try once more.
+        let device: Vec<String> = vm
+            .serial_lines()
+            .into_iter()
+            .map(|(_, l)| l)
+            .filter(|l| l.contains("HTTP connection") || l.contains("update:"))
+            .collect();
+        eprintln!(
+            "NOTE curl -T failed after {curl_secs:.1} s: {:?} {}; the device logged: {device:?}; retrying",
+            String::from_utf8_lossy(&curl.stdout),
+            String::from_utf8_lossy(&curl.stderr).trim()
+        );
+        check(
+            &vm,
+            "manifest v5 for curl's retry",
+            client.put_manifest(&p5.signed),
+        );
+        (curl, curl_secs) = curl_put();
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&curl.stdout),
+        "200",
+        "{curl:?}\n{}",
+        vm.serial_tail(80)
+    );
+    let mb = p5.root.len() as f64 / 1e6;
+    eprintln!(
+        "FIGURES root {mb:.0} MB: krazy client {krazy_secs:.1} s ({:.1} MB/s), curl -T {curl_secs:.1} s ({:.1} MB/s); PID 1 RSS {} KiB before, peak {peak} KiB during",
+        mb / krazy_secs,
+        mb / curl_secs,
+        before["supervisor_rss_kib"]
+    );
+    assert!(
+        peak < 16 << 10,
+        "PID 1 grew to {peak} KiB during the upload"
+    );
+
+    // Power back on after a cut: the same disk and variable store, waiting
+    // for v2's boot services.
+    let power_on = |what: &str| {
+        let vm = Vm::start(
+            VmOptions::new(&img)
+                .with_forward(https, 443)
+                .with_forward(hello_port, 8080)
+                .with_watchdog(true)
+                .with_serial_log(
+                    artifacts.join(format!("update_vm-serial-{}.log", what.replace(' ', "-"))),
+                ),
+        )
+        .unwrap();
+        check(&vm, what, remote::wait_boot_services(&client, &v2, limit));
+        vm
+    };
+
+    // A power cut during the root upload: v2 boots again, /perm intact.
+    let n3 = count(&hello(hello_port));
+    check(&vm, "manifest v5", client.put_manifest(&p5.signed));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let uploader = {
+        let (c, root, sent) = (
+            remote::client(&v1, &inst.join("secrets"), &format!("127.0.0.1:{https}")).unwrap(),
+            p5.root.clone(),
+            sent.clone(),
+        );
+        std::thread::spawn(move || {
+            c.put_part(
+                PartKind::Root,
+                root.len() as u64,
+                &mut &root[..],
+                &mut |p| sent.store(p.sent, std::sync::atomic::Ordering::Relaxed),
+            )
+        })
+    };
+    while sent.load(std::sync::atomic::Ordering::Relaxed) < 20 << 20 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    vm.kill().unwrap();
+    assert!(
+        uploader.join().unwrap().is_err(),
+        "the upload cannot have finished"
+    );
+    drop(vm);
+    let vm = power_on("boot after the power cut");
+    let f = check(&vm, "features", client.features());
+    assert_eq!(
+        (f.build_id.as_str(), f.running_slot),
+        (trees2.build_id.as_str(), Slot::B)
+    );
+    assert!(count(&hello(hello_port)) > n3, "/perm intact");
+
+    // A power cut during the trial boot of v5: the committed v2 comes back.
+    let mark = vm.serial_mark();
+    check(&vm, "manifest", client.put_manifest(&p5.signed));
+    check(
+        &vm,
+        "root",
+        client.put_part(
+            PartKind::Root,
+            p5.root.len() as u64,
+            &mut &p5.root[..],
+            &mut |_| {},
+        ),
+    );
+    check(
+        &vm,
+        "boot",
+        client.put_part(
+            PartKind::Boot,
+            p5.boot.len() as u64,
+            &mut &p5.boot[..],
+            &mut |_| {},
+        ),
+    );
+    check(&vm, "switch", client.switch());
+    check(&vm, "reboot", client.reboot());
+    check(
+        &vm,
+        "trial boot",
+        vm.wait_for_serial_after(mark, "stage 2:", limit),
+    );
+    vm.kill().unwrap();
+    drop(vm);
+    let vm = power_on("boot after the second power cut");
+    let st = check(&vm, "status", client.status());
+    assert_eq!(
+        (st.build_id.as_str(), st.running_slot),
+        (trees2.build_id.as_str(), Slot::B)
+    );
+    let lt = st.last_trial.unwrap();
+    assert_eq!(
+        (lt.outcome, lt.build_id.as_str()),
+        (TrialOutcome::RolledBack, trees5.build_id.as_str())
+    );
+    assert!(count(&hello(hello_port)) > n3, "/perm intact");
 
     let _: serde_json::Value = check(
         &vm,

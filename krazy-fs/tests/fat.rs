@@ -726,3 +726,39 @@ fn loop_mount_matches(img: &Path, want: &Expected) {
         assert!(got[p] == *c, "mounted contents of {p:?} differ");
     }
 }
+
+#[test]
+fn a_zeroed_device_keeps_zero_padding_as_holes() {
+    use std::os::unix::fs::MetadataExt;
+    let mut t = Tree::new();
+    for d in ["krazy", "krazy/a"] {
+        t.add_dir(d, 0o755, TIME).unwrap();
+    }
+    add(&mut t, "krazy/a/vmlinuz", noise(300_000, 5));
+    add(&mut t, "krazy/a/initrd", Vec::new());
+    let caps = FatOptions::default()
+        .with_timestamp(TIME)
+        .with_capacity("krazy/a/vmlinuz", Capacity::new(16 * MIB, Pad::Zero))
+        .with_capacity("krazy/a/initrd", Capacity::new(8 * MIB, Pad::Zero));
+    let (_d, written) = image(64 * MIB);
+    write_image(&written, &t, &caps);
+    let skipping = FatOptions {
+        device_zeroed: true,
+        ..caps.clone()
+    };
+    let (_d2, sparse) = image(64 * MIB);
+    write_image(&sparse, &t, &skipping);
+    assert!(
+        fs::read(&written).unwrap() == fs::read(&sparse).unwrap(),
+        "the same bytes either way"
+    );
+    assert_fsck_clean(&sparse);
+    assert_mtools_matches(sparse.to_str().unwrap(), &expected(&t, &caps));
+    let allocated = |p: &Path| fs::metadata(p).unwrap().blocks() * 512;
+    assert!(
+        allocated(&sparse) + 20 * MIB <= allocated(&written),
+        "the padding stays a hole: {} vs {} bytes allocated",
+        allocated(&sparse),
+        allocated(&written)
+    );
+}

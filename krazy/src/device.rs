@@ -136,6 +136,7 @@ pub fn update(
         .features()
         .with_context(|| format!("asking {} for its update features", client.host()))?;
     let target = features.running_slot.other();
+    let started = std::time::Instant::now();
     let mut opts = pipeline::BuildOptions::for_config(config_path, Path::new("unused.img"));
     opts.progress = true;
     let inputs = pipeline::prepare(&config, &opts)?;
@@ -176,6 +177,9 @@ pub fn update(
         &trees.build_id[..16],
         target
     );
+    let built = started.elapsed();
+    let pushed = std::time::Instant::now();
+    let bytes = (parts.root.len() + parts.boot.len()) as f64;
     let r = update::push(
         &client,
         &parts,
@@ -191,11 +195,15 @@ pub fn update(
     }
     match r {
         Ok(c) => {
+            let upload = pushed.elapsed().saturating_sub(c.waited).as_secs_f64();
             println!(
-                "committed build {} in slot {} after {:.0} s",
+                "committed build {} in slot {} after {:.0} s (built in {:.0} s, sent {:.1} MB in {:.1} s)",
                 &c.features.build_id[..16],
                 c.features.running_slot,
-                c.waited.as_secs_f64()
+                c.waited.as_secs_f64(),
+                built.as_secs_f64(),
+                bytes / 1e6,
+                upload
             );
             Ok(())
         }

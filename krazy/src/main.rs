@@ -55,7 +55,7 @@ enum Cmd {
         #[arg(short = 'o', long = "output", value_name = "IMAGE")]
         output: PathBuf,
         /// The disk size, e.g. 2G, 4096M or bytes (default 2G; the image is sparse).
-        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        #[arg(long, value_name = "SIZE", value_parser = krazy_build::image::parse_disk_size)]
         size: Option<u64>,
         /// Print the result as one JSON object on stdout.
         #[arg(long)]
@@ -127,30 +127,6 @@ enum Cmd {
 enum VmCmd {
     /// Build the pc image and boot it in QEMU (UEFI, virtio, watchdog), in the foreground.
     Run(vm::RunArgs),
-}
-
-/// Parses `2G`, `512M`, `64K`, `1T` (powers of 1024) or plain bytes.
-fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let m: u64 = match c.to_ascii_uppercase() {
-                'K' => 1 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                _ => return Err(format!("unknown size unit {c:?}: use K, M, G or T")),
-            };
-            (&s[..i], m)
-        }
-        _ => (s, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 2G, 512M or 1073741824"))?;
-    n.checked_mul(mult)
-        .filter(|b| b % 512 == 0)
-        .ok_or_else(|| format!("{s:?} must be a multiple of 512 bytes"))
 }
 
 fn main() -> ExitCode {
@@ -340,19 +316,4 @@ fn lock(instance: &Instance, upgrade: bool) -> anyhow::Result<()> {
         if kc { ", lock updated" } else { "" }
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("2G"), Ok(2 << 30));
-        assert_eq!(parse_size("512m"), Ok(512 << 20));
-        assert_eq!(parse_size("1048576"), Ok(1 << 20));
-        assert!(parse_size("1000").is_err());
-        assert!(parse_size("2X").is_err());
-        assert!(parse_size("G").is_err());
-    }
 }

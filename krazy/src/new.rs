@@ -45,13 +45,6 @@ fn instance_id() -> anyhow::Result<String> {
     Ok(hex::encode(b))
 }
 
-fn valid_hostname(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 63
-        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !h.starts_with('-')
-}
-
 /// The krazy.toml of a new instance, in the canonical shape with comments.
 pub fn config_text(hostname: &str, platform: &str, id: &str, hello: bool) -> String {
     let (console, kernel, firmware) = match platform {
@@ -125,9 +118,9 @@ pub fn run(a: &NewArgs) -> anyhow::Result<()> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "krazy".into()),
     };
-    if !valid_hostname(&hostname) {
+    if !krazy_build::config::is_hostname(&hostname) {
         bail!(
-            "{hostname:?} is not a valid host name: pass --hostname with letters, digits and '-'"
+            "{hostname:?} is not a valid host name: pass --hostname with 1 to 63 letters, digits and '-' (not first or last)"
         );
     }
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -1,10 +1,15 @@
 //! The `krazy` command line, run as a user runs it: help on every verb,
 //! `new`, `build --json`, clear errors, `status` and `logs` over pinned
-//! HTTPS, and `vm run --smoke` booting the pc appliance in QEMU.
+//! HTTPS, `vm run --smoke` booting the pc appliance in QEMU, and `update`
+//! committing one build and reporting the rollback of another.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// QEMU tests run one at a time (two TCG guests on two cores would starve).
+static QEMU: Mutex<()> = Mutex::new(());
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -189,6 +194,7 @@ fn build_json_then_vm_run_smoke_boots_the_pc_appliance() {
     assert!(inst.join("krazy.lock").is_file(), "the kernel is pinned");
 
     let serial = t.path().join("serial.log");
+    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
     let o = krazy()
         .args(["vm", "run", "--smoke", "--timeout", "240", "-c"])
         .arg(&inst)
@@ -340,4 +346,157 @@ fn status_and_logs_over_pinned_https() {
             .unwrap(),
     );
     assert!(e.to_lowercase().contains("certificate"), "{e}");
+}
+
+/// The pc instance with a short settle time and deadline, a motd of `motd`
+/// and `hello_env` as hello's environment.
+fn write_update_instance(inst: &Path, motd: &str, hello_env: &str) {
+    let text = std::fs::read_to_string(workspace().join("examples/pc_appliance/krazy.toml"))
+        .unwrap()
+        .replace(
+            "path = \"../hello\"",
+            &format!("path = {:?}", workspace().join("examples/hello")),
+        )
+        .replace(
+            "settle_seconds = 30",
+            "settle_seconds = 5\ndeadline_seconds = 45",
+        )
+        .replace("hello from a krazy appliance", motd)
+        .replace("env = { RUST_LOG = \"info\" }", hello_env);
+    std::fs::write(inst.join("krazy.toml"), text).unwrap();
+}
+
+fn status_json(inst: &Path, host: &str) -> serde_json::Value {
+    let out = ok(&krazy()
+        .args(["status", "--json", "--host", host, "-c"])
+        .arg(inst)
+        .output()
+        .unwrap());
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn update_commits_then_reports_a_rollback() {
+    use krazy_build::vm::{self, Vm, VmOptions};
+    let t = tempfile::tempdir().unwrap();
+    let inst = pc_instance(t.path());
+    write_update_instance(&inst, "cli v1", "env = { RUST_LOG = \"info\" }");
+    let img = t.path().join("pc.img");
+    let out = ok(&krazy()
+        .args(["build", "--json", "-c"])
+        .arg(&inst)
+        .arg("-o")
+        .arg(&img)
+        .output()
+        .unwrap());
+    let v1: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+
+    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let https = vm::free_port().unwrap();
+    let vm = Vm::start(
+        VmOptions::new(&img)
+            .with_forward(https, 443)
+            .with_fresh_vars(true)
+            .with_watchdog(true),
+    )
+    .unwrap();
+    let host = format!("127.0.0.1:{https}");
+    let config = krazy_build::config::Config::load(&inst.join("krazy.toml")).unwrap();
+    let client = krazy_build::remote::client(&config, &inst.join("secrets"), &host).unwrap();
+    if let Err(e) =
+        krazy_build::remote::wait_boot_services(&client, &config, Duration::from_secs(240))
+    {
+        panic!("v1 boot: {e}\n{}", vm.serial_tail(60));
+    }
+    let s = status_json(&inst, &host);
+    assert_eq!(s["build_id"], v1["build_id"], "{s}");
+    assert_eq!(
+        (s["running_slot"].as_str(), s["committed_slot"].as_str()),
+        (Some("a"), Some("a"))
+    );
+    assert!(s["last_trial"].is_null(), "{s}");
+
+    // v2: `krazy update` builds, pushes, reboots and waits for the commit.
+    write_update_instance(&inst, "cli v2", "env = { RUST_LOG = \"info\" }");
+    let started = Instant::now();
+    let o = krazy()
+        .args(["update", "--timeout", "400", "--host", &host, "-c"])
+        .arg(&inst)
+        .output()
+        .unwrap();
+    if !o.status.success() {
+        panic!("{}\n{}", fails(&o), vm.serial_tail(60));
+    }
+    let out = String::from_utf8_lossy(&o.stdout);
+    eprintln!(
+        "FIGURES krazy update to committed: {:.1} s ({})",
+        started.elapsed().as_secs_f64(),
+        out.trim()
+    );
+    assert!(
+        out.contains("committed build") && out.contains("in slot b"),
+        "{out}"
+    );
+    let s = status_json(&inst, &host);
+    assert_ne!(s["build_id"], v1["build_id"]);
+    assert_eq!(
+        (s["running_slot"].as_str(), s["committed_slot"].as_str()),
+        (Some("b"), Some("b"))
+    );
+    assert_eq!(s["last_trial"]["outcome"], "committed", "{s}");
+    assert!(s["last_trial"]["reason"].is_null(), "{s}");
+    let v2_id = s["build_id"].clone();
+
+    // Running it again changes nothing: the device already runs this build.
+    let again = ok(&krazy()
+        .args(["update", "--host", &host, "-c"])
+        .arg(&inst)
+        .output()
+        .unwrap());
+    assert!(again.contains("already runs build"), "{again}");
+
+    // v3's hello fails at once: the device rolls back by itself, and
+    // `krazy update` exits non-zero with the reason and hello's last lines.
+    write_update_instance(
+        &inst,
+        "cli v3",
+        "env = { RUST_LOG = \"info\", HELLO_FAIL = \"1\" }",
+    );
+    let o = krazy()
+        .args(["update", "--timeout", "400", "--host", &host, "-c"])
+        .arg(&inst)
+        .output()
+        .unwrap();
+    let err = fails(&o);
+    assert!(
+        err.contains("the device rolled back:"),
+        "{err}\n{}",
+        vm.serial_tail(60)
+    );
+    assert!(err.contains("hello"), "{err}");
+    assert!(err.contains("last lines of hello:"), "{err}");
+    assert!(err.contains("HELLO_FAIL"), "{err}");
+    assert!(err.contains("runs the previous build"), "{err}");
+    let s = status_json(&inst, &host);
+    assert_eq!(s["build_id"], v2_id, "back on v2: {s}");
+    assert_eq!(
+        (s["running_slot"].as_str(), s["committed_slot"].as_str()),
+        (Some("b"), Some("b"))
+    );
+    assert_eq!(s["last_trial"]["outcome"], "rolled_back", "{s}");
+    assert!(
+        s["last_trial"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("hello")),
+        "{s}"
+    );
+    let human = ok(&krazy()
+        .args(["status", "--host", &host, "-c"])
+        .arg(&inst)
+        .output()
+        .unwrap());
+    assert!(human.contains("trial     rolled_back"), "{human}");
+
+    let _ = client.post_json::<serde_json::Value>("/api/v1/poweroff", &serde_json::json!({}));
+    let _ = vm.wait_exit(Duration::from_secs(60));
 }

@@ -135,6 +135,10 @@ pub struct FatOptions {
     pub sectors_per_cluster: Option<u8>,
     /// Fixed capacities by path (as in the tree, without a leading `/`).
     pub capacities: BTreeMap<String, Capacity>,
+    /// The device already reads as zeros (a new sparse file, a zeroed
+    /// buffer): runs of zeros of 1 MiB and more are skipped, not written,
+    /// so a file's zero padding stays a hole. Wrong on a used device.
+    pub device_zeroed: bool,
 }
 
 impl Default for FatOptions {
@@ -148,6 +152,7 @@ impl Default for FatOptions {
             hidden_sectors: 0,
             sectors_per_cluster: None,
             capacities: BTreeMap::new(),
+            device_zeroed: false,
         }
     }
 }

@@ -356,6 +356,7 @@ pub fn write(
 
     // Write, front to back.
     let mut w = SeqWriter::new(dev);
+    w.skip_zeros = opts.device_zeroed;
     let boot = boot_sector(&g, opts, &label, &oem);
     w.write(&boot)?;
     if g.fat32 {
@@ -691,6 +692,9 @@ struct SeqWriter<'a, D: BlockDevice> {
     /// Device offset of `buf[0]`.
     pos: u64,
     buf: Vec<u8>,
+    /// Skip long runs of zeros instead of writing them (the device reads
+    /// as zeros already).
+    skip_zeros: bool,
 }
 
 impl<'a, D: BlockDevice> SeqWriter<'a, D> {
@@ -699,6 +703,7 @@ impl<'a, D: BlockDevice> SeqWriter<'a, D> {
             dev,
             pos: 0,
             buf: Vec::with_capacity(CHUNK),
+            skip_zeros: false,
         }
     }
 
@@ -747,6 +752,11 @@ impl<'a, D: BlockDevice> SeqWriter<'a, D> {
     }
 
     fn fill_u64(&mut self, byte: u8, mut n: u64) -> Result<(), Error> {
+        if byte == 0 && self.skip_zeros && n >= CHUNK as u64 {
+            self.flush_buf()?;
+            self.pos += n;
+            return Ok(());
+        }
         while n > 0 {
             if self.buf.len() == CHUNK {
                 self.flush_buf()?;

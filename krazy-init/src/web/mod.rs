@@ -222,8 +222,12 @@ impl Web {
 
     async fn tcp_connection(self: Arc<Self>, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
+        let peer = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let Some(tls) = self.cfg.tls.clone() else {
-            self.serve_conn(stream, false, false).await;
+            self.serve_conn(stream, false, false, &peer).await;
             return;
         };
         let mut first = [0u8; 1];
@@ -234,11 +238,12 @@ impl Web {
         if is_tls {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls);
             match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                Ok(Ok(s)) => self.serve_conn(s, false, false).await,
-                _ => tracing::debug!("TLS handshake failed"),
+                Ok(Ok(s)) => self.serve_conn(s, false, false, &peer).await,
+                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         } else {
-            self.serve_conn(stream, false, true).await;
+            self.serve_conn(stream, false, true, &peer).await;
         }
     }
 
@@ -250,12 +255,17 @@ impl Web {
                 continue;
             };
             let web = self.clone();
-            tokio::spawn(async move { web.serve_conn(stream, true, false).await });
+            tokio::spawn(async move { web.serve_conn(stream, true, false, "unix").await });
         }
     }
 
-    async fn serve_conn<S>(self: Arc<Self>, stream: S, trusted: bool, redirect_only: bool)
-    where
+    async fn serve_conn<S>(
+        self: Arc<Self>,
+        stream: S,
+        trusted: bool,
+        redirect_only: bool,
+        peer: &str,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let web = self.clone();
@@ -268,11 +278,20 @@ impl Web {
                 Ok::<_, Infallible>(web.handle(req, trusted).await)
             }
         });
-        let _ = hyper::server::conn::http1::Builder::new()
+        let r = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(Duration::from_secs(30))
             .serve_connection(TokioIo::new(stream), svc)
             .await;
+        // A client that goes away mid-request is routine; anything else
+        // (a timeout, a malformed request, an I/O error) is worth a line.
+        if let Err(e) = r {
+            if e.is_incomplete_message() || e.is_canceled() {
+                tracing::debug!(%peer, "HTTP connection ended early: {e}");
+            } else {
+                tracing::info!(%peer, "HTTP connection failed: {e}");
+            }
+        }
     }
 
     /// Answers one request; `trusted` for the Unix socket.
