@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 
 use krazy_fs::FileDevice;
 use krazy_update::bootfiles::DirBootFiles;
-use krazy_update::bootflow::{BootFlow, PiTryboot, SystemdBoot};
+use krazy_update::bootflow::PiTryboot;
 use krazy_update::device::{BootStorage, Device, DeviceConfig, Route, Storage};
-use krazy_update::efivars::{EfiVars, LOADER_GUID};
+use krazy_update::dirdevice::{DirDevice, DirSizes};
+use krazy_update::efivars::LOADER_GUID;
 use krazy_update::protocol::{
     Arch, Manifest, PartKind, PartSpec, Platform, SecretKey, SignedManifest, Slot,
 };
@@ -48,47 +49,33 @@ fn workdir() -> PathBuf {
     std::env::temp_dir().join(format!("krazy-fuzz-update-device-{}", std::process::id()))
 }
 
-/// The disk of a device that runs `running`: file-backed root slots whose
-/// bytes identify them, and the boot side of `platform`.
+/// The disk of a new device running slot A: root slots whose bytes identify
+/// them, and the boot side of `platform`.
 fn lay_out(dir: &Path, platform: Platform) {
     let _ = fs::remove_dir_all(dir);
-    fs::create_dir_all(dir.join("perm")).unwrap();
-    fs::create_dir_all(dir.join("efivars")).unwrap();
-    for (name, fill) in [("root-a", 0xa1), ("root-b", 0xb1)] {
-        fs::write(dir.join(name), vec![fill; ROOT as usize]).unwrap();
-    }
     match platform {
         Platform::Pc => {
-            for (f, cap, fill) in [
-                (
-                    "loader/loader.conf",
-                    512,
-                    &b"default krazy-a.conf\ntimeout 0\n"[..],
-                ),
-                ("loader/entries/krazy-a.conf", 512, b"title a\n"),
-                ("loader/entries/krazy-b.conf", 512, b"title b\n"),
-                ("krazy/a/vmlinuz", BOOT, b"MZ-a"),
-                ("krazy/a/initrd", BOOT, b"initrd-a"),
-                ("krazy/b/vmlinuz", BOOT, b"MZ-b"),
-                ("krazy/b/initrd", BOOT, b"initrd-b"),
-            ] {
-                let path = dir.join("esp").join(f);
-                fs::create_dir_all(path.parent().unwrap()).unwrap();
-                let mut b = fill.to_vec();
-                b.resize(cap, if f.ends_with(".conf") { b' ' } else { 0 });
-                fs::write(path, b).unwrap();
-            }
+            let sizes = DirSizes {
+                root: ROOT,
+                vmlinuz: BOOT as u64,
+                initrd: BOOT as u64,
+            };
+            DirDevice::create(dir, &sizes).unwrap();
         }
         Platform::Pi3 => {
+            fs::create_dir_all(dir.join("efivars")).unwrap();
             fs::create_dir_all(dir.join("autoboot")).unwrap();
-            let text = PiTryboot::autoboot_txt(Slot::A);
-            let mut b = text.into_bytes();
+            let mut b = PiTryboot::autoboot_txt(Slot::A).into_bytes();
             b.resize(512, b' ');
             fs::write(dir.join("autoboot/autoboot.txt"), b).unwrap();
             for (name, fill) in [("boot-a", 0xa2), ("boot-b", 0xb2)] {
                 fs::write(dir.join(name), vec![fill; BOOT]).unwrap();
             }
         }
+    }
+    fs::create_dir_all(dir.join("perm")).unwrap();
+    for (name, fill) in [("root-a", 0xa1), ("root-b", 0xb1)] {
+        fs::write(dir.join(name), vec![fill; ROOT as usize]).unwrap();
     }
 }
 
@@ -99,6 +86,11 @@ fn open(
     build: &str,
     key: &SecretKey,
 ) -> Option<Device> {
+    // A state or boot files the fuzzer garbled may refuse to open: that is
+    // an error, never a panic.
+    if platform == Platform::Pc {
+        return DirDevice::at(dir).open(running, build, key.public()).ok();
+    }
     let dev = |n: &str| -> Box<FileDevice> {
         let f = fs::OpenOptions::new()
             .read(true)
@@ -107,29 +99,15 @@ fn open(
             .unwrap();
         Box::new(FileDevice::whole(f).unwrap())
     };
-    let (boot, flow): (BootStorage, Box<dyn BootFlow + Send>) = match platform {
-        Platform::Pc => (
-            BootStorage::Esp(Box::new(DirBootFiles::new(dir.join("esp")))),
-            Box::new(SystemdBoot::new(
-                Box::new(DirBootFiles::new(dir.join("esp"))),
-                EfiVars::new(dir.join("efivars")),
-            )),
-        ),
-        Platform::Pi3 => (
-            BootStorage::Partitions {
-                a: dev("boot-a"),
-                b: dev("boot-b"),
-            },
-            Box::new(PiTryboot::new(Box::new(DirBootFiles::new(
-                dir.join("autoboot"),
-            )))),
-        ),
-    };
     let storage = Storage {
         root_a: dev("root-a"),
         root_b: dev("root-b"),
-        boot,
+        boot: BootStorage::Partitions {
+            a: dev("boot-a"),
+            b: dev("boot-b"),
+        },
     };
+    let flow = PiTryboot::new(Box::new(DirBootFiles::new(dir.join("autoboot"))));
     let cfg = DeviceConfig {
         arch: Arch::X86_64,
         platform,
@@ -138,9 +116,7 @@ fn open(
         public_key: key.public(),
         state_dir: dir.join("perm/krazy"),
     };
-    // A state or boot files the fuzzer garbled may refuse to open: that is
-    // an error, never a panic.
-    Device::open(cfg, storage, flow).ok()
+    Device::open(cfg, storage, Box::new(flow)).ok()
 }
 
 /// The running slot's files, which nothing but a successful trial may change.

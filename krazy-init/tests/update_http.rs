@@ -7,14 +7,10 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use krazy_fs::FileDevice;
 use krazy_init::supervisor::{Supervisor, SupervisorOptions};
 use krazy_init::web::{self, auth::Password, Web, WebConfig};
-use krazy_update::bootfiles::DirBootFiles;
-use krazy_update::bootflow::SystemdBoot;
 use krazy_update::client::{Client, ClientConfig, ClientError};
-use krazy_update::device::{BootStorage, Device, DeviceConfig, Storage};
-use krazy_update::efivars::EfiVars;
+use krazy_update::dirdevice::{DirDevice, DirSizes};
 use krazy_update::protocol::*;
 
 const PASSWORD: &str = "update-http-test-password";
@@ -29,68 +25,19 @@ struct Server {
     cert_der: Option<Vec<u8>>,
 }
 
-fn esp(dir: &Path) {
-    for (f, cap, fill) in [
-        (
-            "loader/loader.conf",
-            512,
-            b"default krazy-a.conf\ntimeout 0\n".as_slice(),
-        ),
-        ("loader/entries/krazy-a.conf", 1024, b"title a\n"),
-        ("loader/entries/krazy-b.conf", 1024, b"title b\n"),
-        ("krazy/a/vmlinuz", 1 << 20, b"MZ-a"),
-        ("krazy/a/initrd", 1 << 20, b""),
-        ("krazy/b/vmlinuz", 1 << 20, b""),
-        ("krazy/b/initrd", 1 << 20, b""),
-    ] {
-        let path = dir.join("esp").join(f);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let mut b = fill.to_vec();
-        b.resize(cap, if f.ends_with(".conf") { b' ' } else { 0 });
-        std::fs::write(path, b).unwrap();
-    }
-}
-
 fn serve(tls: bool) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    for s in ["root-a", "root-b"] {
-        std::fs::File::create(p.join(s))
-            .unwrap()
-            .set_len(ROOT_SIZE)
-            .unwrap();
-    }
-    esp(p);
-    std::fs::create_dir_all(p.join("efivars")).unwrap();
     let key = SecretKey::from_seed([11; 32]);
-    let dev = |n: &str| {
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(p.join(n))
-            .unwrap();
-        Box::new(FileDevice::whole(f).unwrap())
+    let sizes = DirSizes {
+        root: ROOT_SIZE,
+        vmlinuz: 1 << 20,
+        initrd: 1 << 20,
     };
-    let device = Device::open(
-        DeviceConfig {
-            arch: Arch::X86_64,
-            platform: Platform::Pc,
-            build_id: "v1".into(),
-            running: Slot::A,
-            public_key: key.public(),
-            state_dir: p.join("perm/krazy"),
-        },
-        Storage {
-            root_a: dev("root-a"),
-            root_b: dev("root-b"),
-            boot: BootStorage::Esp(Box::new(DirBootFiles::new(p.join("esp")))),
-        },
-        Box::new(SystemdBoot::new(
-            Box::new(DirBootFiles::new(p.join("esp"))),
-            EfiVars::new(p.join("efivars")),
-        )),
-    )
-    .unwrap();
+    let device = DirDevice::create(p, &sizes)
+        .unwrap()
+        .open(Slot::A, "v1", key.public())
+        .unwrap();
 
     let (tls_cfg, cert_der) = if tls {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();

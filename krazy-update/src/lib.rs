@@ -106,6 +106,7 @@ pub mod bootfiles;
 pub mod bootflow;
 pub mod client;
 pub mod device;
+pub mod dirdevice;
 pub mod efivars;
 pub mod health;
 pub mod protocol;

@@ -12,13 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use krazy_fs::FileDevice;
 use krazy_update::bootarchive::{write_archive, BootFile};
-use krazy_update::bootfiles::DirBootFiles;
-use krazy_update::bootflow::SystemdBoot;
 use krazy_update::client::{Client, ClientConfig, ClientError, Progress};
-use krazy_update::device::{BootStorage, Device, DeviceConfig, Route, Storage};
-use krazy_update::efivars::{from_utf16, utf16_nul, EfiVars, LOADER_GUID};
+use krazy_update::device::{Device, Route};
+use krazy_update::dirdevice::{DirDevice, DirSizes};
 use krazy_update::protocol::*;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -41,33 +38,7 @@ struct Sim {
 impl Sim {
     fn new(health: Health) -> Sim {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        for s in ["root-a", "root-b"] {
-            fs::File::create(p.join(s))
-                .unwrap()
-                .set_len(4 << 20)
-                .unwrap();
-        }
-        for (f, cap, fill) in [
-            (
-                "loader/loader.conf",
-                512,
-                b"default krazy-a.conf\n".as_slice(),
-            ),
-            ("loader/entries/krazy-a.conf", 512, b"title a\n"),
-            ("loader/entries/krazy-b.conf", 512, b"title b\n"),
-            ("krazy/a/vmlinuz", 256 << 10, b"MZ-a"),
-            ("krazy/a/initrd", 64 << 10, b""),
-            ("krazy/b/vmlinuz", 256 << 10, b""),
-            ("krazy/b/initrd", 64 << 10, b""),
-        ] {
-            let path = p.join("esp").join(f);
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            let mut b = fill.to_vec();
-            b.resize(cap, if f.ends_with(".conf") { b' ' } else { 0 });
-            fs::write(path, b).unwrap();
-        }
-        fs::create_dir_all(p.join("efivars")).unwrap();
+        DirDevice::create(dir.path(), &DirSizes::small()).unwrap();
         let mut sim = Sim {
             dir,
             key: SecretKey::from_seed([8; 32]),
@@ -86,55 +57,13 @@ impl Sim {
     /// image says which build it is; the device service opens.
     fn boot(&mut self, first_build: &str) {
         self.device = None;
-        let vars = EfiVars::new(self.p().join("efivars"));
-        let one = vars.read("LoaderEntryOneShot", LOADER_GUID).unwrap();
-        vars.delete("LoaderEntryOneShot", LOADER_GUID).unwrap();
-        let conf = fs::read_to_string(self.p().join("esp/loader/loader.conf")).unwrap();
-        let default = conf.lines().next().unwrap().trim_start_matches("default ");
-        let id = match one {
-            Some((_, d)) => from_utf16(&d).unwrap(),
-            None => default.to_string(),
-        };
-        vars.write("LoaderEntrySelected", LOADER_GUID, 6, &utf16_nul(&id))
-            .unwrap();
-        let running = if id == "krazy-a.conf" {
-            Slot::A
-        } else {
-            Slot::B
-        };
+        let dev = DirDevice::at(self.p());
+        let running = dev.firmware_boot().unwrap();
         let build = match fs::read_to_string(self.p().join(format!("build-{running}"))) {
             Ok(b) => b,
             Err(_) => first_build.to_string(),
         };
-        let dev = |n: &str| {
-            let f = fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(self.p().join(n))
-                .unwrap();
-            Box::new(FileDevice::whole(f).unwrap())
-        };
-        let d = Device::open(
-            DeviceConfig {
-                arch: Arch::X86_64,
-                platform: Platform::Pc,
-                build_id: build,
-                running,
-                public_key: self.key.public(),
-                state_dir: self.p().join("perm/krazy"),
-            },
-            Storage {
-                root_a: dev("root-a"),
-                root_b: dev("root-b"),
-                boot: BootStorage::Esp(Box::new(DirBootFiles::new(self.p().join("esp")))),
-            },
-            Box::new(SystemdBoot::new(
-                Box::new(DirBootFiles::new(self.p().join("esp"))),
-                EfiVars::new(self.p().join("efivars")),
-            )),
-        )
-        .unwrap();
-        self.device = Some(d);
+        self.device = Some(dev.open(running, &build, self.key.public()).unwrap());
     }
 
     /// `POST /api/v1/reboot`: the new boot either commits or rolls back

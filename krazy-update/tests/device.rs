@@ -6,123 +6,52 @@ use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
-use krazy_fs::FileDevice;
 use krazy_update::bootarchive::{write_archive, BootFile};
-use krazy_update::bootfiles::DirBootFiles;
-use krazy_update::bootflow::SystemdBoot;
-use krazy_update::device::{BootStorage, Device, DeviceConfig, Storage};
-use krazy_update::efivars::{utf16_nul, EfiVars, LOADER_GUID};
+use krazy_update::device::Device;
+use krazy_update::dirdevice::{DirDevice, DirSizes};
 use krazy_update::protocol::*;
 
-const ROOT_SIZE: u64 = 4 << 20;
-
 struct Rig {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+    dev: DirDevice,
     key: SecretKey,
 }
 
 impl Rig {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        for s in ["root-a", "root-b"] {
-            let f = fs::File::create(p.join(s)).unwrap();
-            f.set_len(ROOT_SIZE).unwrap();
-        }
-        fs::write(p.join("root-a"), vec![0xaa; 1000]).unwrap();
-        fs::OpenOptions::new()
+        let dev = DirDevice::create(
+            dir.path(),
+            &DirSizes {
+                vmlinuz: 64 << 10,
+                ..DirSizes::small()
+            },
+        )
+        .unwrap();
+        // The running slot's root holds bytes no update may touch.
+        let f = fs::OpenOptions::new()
             .write(true)
-            .open(p.join("root-a"))
-            .unwrap()
-            .set_len(ROOT_SIZE)
+            .open(dir.path().join("root-a"))
             .unwrap();
-        let esp = p.join("esp");
-        for (f, cap, fill) in [
-            (
-                "loader/loader.conf",
-                512,
-                b"default krazy-a.conf\ntimeout 0\n".as_slice(),
-            ),
-            ("loader/entries/krazy-a.conf", 512, b"title a\n"),
-            ("loader/entries/krazy-b.conf", 512, b"title b\n"),
-            ("krazy/a/vmlinuz", 64 << 10, b"MZ-a"),
-            ("krazy/a/initrd", 64 << 10, b""),
-            ("krazy/b/vmlinuz", 64 << 10, b""),
-            ("krazy/b/initrd", 64 << 10, b""),
-        ] {
-            let path = esp.join(f);
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            let mut b = fill.to_vec();
-            b.resize(cap, if f.ends_with(".conf") { b' ' } else { 0 });
-            fs::write(path, b).unwrap();
-        }
-        fs::create_dir_all(p.join("efivars")).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &[0xaa; 1000], 0).unwrap();
         Rig {
-            dir,
+            _dir: dir,
+            dev,
             key: SecretKey::from_seed([3; 32]),
         }
     }
 
     fn p(&self) -> &Path {
-        self.dir.path()
+        self.dev.path()
     }
 
     fn open(&self, running: Slot, build_id: &str) -> Device {
-        let dev = |n: &str| {
-            let f = fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(self.p().join(n))
-                .unwrap();
-            Box::new(FileDevice::whole(f).unwrap())
-        };
-        let storage = Storage {
-            root_a: dev("root-a"),
-            root_b: dev("root-b"),
-            boot: BootStorage::Esp(Box::new(DirBootFiles::new(self.p().join("esp")))),
-        };
-        let flow = SystemdBoot::new(
-            Box::new(DirBootFiles::new(self.p().join("esp"))),
-            EfiVars::new(self.p().join("efivars")),
-        );
-        Device::open(
-            DeviceConfig {
-                arch: Arch::X86_64,
-                platform: Platform::Pc,
-                build_id: build_id.into(),
-                running,
-                public_key: self.key.public(),
-                state_dir: self.p().join("perm/krazy"),
-            },
-            storage,
-            Box::new(flow),
-        )
-        .unwrap()
+        self.dev.open(running, build_id, self.key.public()).unwrap()
     }
 
     /// Simulates systemd-boot: consumes the one-shot and sets LoaderEntrySelected.
     fn firmware_boot(&self) -> Slot {
-        let vars = EfiVars::new(self.p().join("efivars"));
-        let one = vars.read("LoaderEntryOneShot", LOADER_GUID).unwrap();
-        vars.delete("LoaderEntryOneShot", LOADER_GUID).unwrap();
-        let conf = fs::read_to_string(self.p().join("esp/loader/loader.conf")).unwrap();
-        let default = conf
-            .lines()
-            .next()
-            .unwrap()
-            .trim_start_matches("default ")
-            .to_string();
-        let id = match one {
-            Some((_, d)) => krazy_update::efivars::from_utf16(&d).unwrap(),
-            None => default,
-        };
-        vars.write("LoaderEntrySelected", LOADER_GUID, 6, &utf16_nul(&id))
-            .unwrap();
-        if id == "krazy-a.conf" {
-            Slot::A
-        } else {
-            Slot::B
-        }
+        self.dev.firmware_boot().unwrap()
     }
 }
 
@@ -271,8 +200,8 @@ fn wrong_signature_writes_nothing() {
     let root = image(5, 1000);
     let boot = cpio_archive(rig.p(), b"MZ", "title x\n");
     let other = Rig {
-        dir: tempfile::tempdir().unwrap(),
         key: SecretKey::from_seed([4; 32]),
+        ..Rig::new()
     };
     let e = d
         .put_manifest(&signed(&other, "evil", &root, &boot))
