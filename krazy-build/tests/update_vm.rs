@@ -244,7 +244,7 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
 
     // Figures: a 200 MB root (random bytes, so squashfs cannot shrink it)
     // streamed into slot A by krazy's client and by `curl -T`, with the
-    // device's PID 1 memory sampled throughout.
+    // device's PID 1 memory sampled throughout both.
     let big = t.path().join("big.bin");
     {
         use std::io::Write;
@@ -279,14 +279,18 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
             remote::client(&v1, &inst.join("secrets"), &format!("127.0.0.1:{https}")).unwrap(),
         );
         std::thread::spawn(move || {
-            let mut peak = 0u64;
+            // (samples taken, peak KiB)
+            let (mut n, mut peak) = (0u32, 0u64);
             while s.load(std::sync::atomic::Ordering::Relaxed) {
                 if let Ok(v) = c.get_json::<serde_json::Value>("/api/v1/system") {
-                    peak = peak.max(v["supervisor_rss_kib"].as_u64().unwrap_or(0));
+                    if let Some(kib) = v["supervisor_rss_kib"].as_u64() {
+                        n += 1;
+                        peak = peak.max(kib);
+                    }
                 }
                 std::thread::sleep(Duration::from_millis(300));
             }
-            peak
+            (n, peak)
         })
     };
     let before: serde_json::Value = check(&vm, "system", client.get_json("/api/v1/system"));
@@ -303,8 +307,6 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
         ),
     );
     let krazy_secs = t0.elapsed().as_secs_f64();
-    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
-    let peak = sampler.join().unwrap();
     let root_file = t.path().join("root.bin");
     std::fs::write(&root_file, &p5.root).unwrap();
     check(&vm, "manifest v5 again", client.put_manifest(&p5.signed));
@@ -351,9 +353,17 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
         "{curl:?}\n{}",
         vm.serial_tail(80)
     );
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (samples, peak) = sampler.join().unwrap();
+    // At least one sample every few seconds of both uploads.
+    assert!(
+        f64::from(samples) > (krazy_secs + curl_secs) / 5.0 && peak > 0,
+        "{samples} memory samples over {:.0} s of uploads",
+        krazy_secs + curl_secs
+    );
     let mb = p5.root.len() as f64 / 1e6;
     eprintln!(
-        "FIGURES root {mb:.0} MB: krazy client {krazy_secs:.1} s ({:.1} MB/s), curl -T {curl_secs:.1} s ({:.1} MB/s); PID 1 RSS {} KiB before, peak {peak} KiB during",
+        "FIGURES root {mb:.0} MB: krazy client {krazy_secs:.1} s ({:.1} MB/s), curl -T {curl_secs:.1} s ({:.1} MB/s); PID 1 RSS {} KiB before, peak {peak} KiB during ({samples} samples)",
         mb / krazy_secs,
         mb / curl_secs,
         before["supervisor_rss_kib"]
@@ -399,7 +409,14 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
             )
         })
     };
+    let t0 = std::time::Instant::now();
     while sent.load(std::sync::atomic::Ordering::Relaxed) < 20 << 20 {
+        assert!(
+            !uploader.is_finished() && t0.elapsed() < limit,
+            "the upload to cut short ended or stalled after {} bytes\n{}",
+            sent.load(std::sync::atomic::Ordering::Relaxed),
+            vm.serial_tail(40)
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     vm.kill().unwrap();
@@ -417,6 +434,7 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
     assert!(count(&hello(hello_port)) > n3, "/perm intact");
 
     // A power cut during the trial boot of v5: the committed v2 comes back.
+    let n4 = count(&hello(hello_port));
     let mark = vm.serial_mark();
     check(&vm, "manifest", client.put_manifest(&p5.signed));
     check(
@@ -459,7 +477,7 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
         (lt.outcome, lt.build_id.as_str()),
         (TrialOutcome::RolledBack, trees5.build_id.as_str())
     );
-    assert!(count(&hello(hello_port)) > n3, "/perm intact");
+    assert!(count(&hello(hello_port)) > n4, "/perm intact");
 
     let _: serde_json::Value = check(
         &vm,

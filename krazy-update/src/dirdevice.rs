@@ -82,7 +82,7 @@ pub struct DirDevice {
 impl DirDevice {
     /// Lays out a new device in `dir`: zeroed root slots (sparse), slot
     /// A's boot files holding a stand-in kernel, `loader.conf` defaulting
-    /// to slot A, and an empty `efivars/`.
+    /// to slot A, and an `efivars/` directory (an existing one is kept).
     pub fn create(dir: impl Into<PathBuf>, sizes: &DirSizes) -> io::Result<Self> {
         let dir = dir.into();
         fs::create_dir_all(dir.join("efivars"))?;
@@ -135,7 +135,8 @@ impl DirDevice {
 
     /// What systemd-boot does at a reset: consumes `LoaderEntryOneShot` if
     /// set, else takes `loader.conf`'s default, records the choice in
-    /// `LoaderEntrySelected` and returns the slot it boots.
+    /// `LoaderEntrySelected` and returns the slot it boots (slot B only for
+    /// `krazy-b.conf`; any other entry counts as slot A).
     pub fn firmware_boot(&self) -> Result<Slot, EfiVarError> {
         let vars = EfiVars::new(self.dir.join("efivars"));
         let one = vars.read("LoaderEntryOneShot", LOADER_GUID)?;
@@ -143,10 +144,11 @@ impl DirDevice {
         let conf = fs::read_to_string(self.dir.join("esp/loader/loader.conf")).unwrap_or_default();
         let default = conf
             .lines()
-            .find_map(|l| l.trim().strip_prefix("default "))
-            .unwrap_or("")
-            .trim()
-            .to_string();
+            .find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some("default")).then(|| w.next().unwrap_or("").to_string())
+            })
+            .unwrap_or_default();
         let id = one.and_then(|(_, d)| from_utf16(&d)).unwrap_or(default);
         vars.write("LoaderEntrySelected", LOADER_GUID, 6, &utf16_nul(&id))?;
         Ok(if id == SystemdBoot::entry_id(Slot::B) {

@@ -283,10 +283,12 @@ impl Web {
             .header_read_timeout(Duration::from_secs(30))
             .serve_connection(TokioIo::new(stream), svc)
             .await;
-        // A client that goes away mid-request is routine; anything else
-        // (a timeout, a malformed request, an I/O error) is worth a line.
+        // A client that goes away between or mid-request, or a kept-alive
+        // connection left idle past the header timeout, is routine; anything
+        // else (a malformed request, a reset or another I/O error) is worth
+        // a line.
         if let Err(e) = r {
-            if e.is_incomplete_message() || e.is_canceled() {
+            if e.is_incomplete_message() || e.is_canceled() || e.is_closed() || e.is_timeout() {
                 tracing::debug!(%peer, "HTTP connection ended early: {e}");
             } else {
                 tracing::info!(%peer, "HTTP connection failed: {e}");

@@ -18,6 +18,9 @@ use super::{error, json, Body};
 /// The largest manifest or switch request body.
 const MAX_JSON_BODY: usize = 1 << 20;
 
+/// How much of a refused part's body is read and dropped before answering.
+const MAX_DRAIN: usize = 128 << 20;
+
 /// The update service as the web server shares it.
 pub type SharedDevice = Arc<Mutex<Device>>;
 
@@ -128,14 +131,29 @@ pub async fn handle(
                 Err(_) => None,
             });
             let mut body = body;
+            let mut tx = Some(tx);
+            let mut drained = 0usize;
             while let Some(frame) = body.frame().await {
                 // A broken upload ends the stream early: the writer sees a
                 // short part, marks the slot invalid and says so.
                 let Ok(frame) = frame else { break };
-                if let Ok(data) = frame.into_data() {
-                    if tx.send(data).await.is_err() {
-                        break;
-                    }
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                let data = match &tx {
+                    Some(t) => match t.send(data).await {
+                        Ok(()) => continue,
+                        Err(mpsc::error::SendError(d)) => d,
+                    },
+                    None => data,
+                };
+                // The writer has stopped (a bad or too long part): read and
+                // drop the rest, up to a limit, so that the client gets the
+                // answer instead of a reset connection.
+                tx = None;
+                drained += data.len();
+                if drained > MAX_DRAIN {
+                    break;
                 }
             }
             drop(tx);
