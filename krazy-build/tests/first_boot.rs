@@ -2,7 +2,8 @@
 //! booted in QEMU under TCG through OVMF and systemd-boot (no `-kernel`),
 //! and checked through forwards on 127.0.0.1: services, hello, the leased
 //! address, persistence across a reboot, 401 without the password, a
-//! Chromium screenshot of the status page, and poweroff ending QEMU.
+//! Chromium screenshot of the status page, a boot outliving the watchdog's
+//! timeout, and poweroff ending QEMU.
 //!
 //! On failure the serial console's tail is printed. The boot figures are
 //! printed too (`cargo test --test first_boot -- --nocapture`).
@@ -207,6 +208,31 @@ fn pc_appliance_boots_in_qemu_serves_and_survives_a_reboot() {
     );
     let third = check(&vm, "hello after the reboot", hello(hello_port));
     assert!(third.ends_with(&format!("request {}\n", n1 + 2)), "{third}");
+
+    // PID 1 keeps pinging the watchdog (softdog, 60 s): the machine runs on
+    // well past the timeout without a reset.
+    let mut last = 0;
+    loop {
+        let s: serde_json::Value = check(&vm, "system", client.get_json("/api/v1/system"));
+        let up = s["uptime_seconds"].as_u64().unwrap_or(0);
+        assert!(
+            up >= last,
+            "the machine reset: up {up} s after {last} s\n{}",
+            vm.serial_tail(40)
+        );
+        last = up;
+        if up >= 75 {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    assert!(
+        !vm.serial_lines()
+            .iter()
+            .any(|(_, l)| l.contains("softdog: Initiating")),
+        "the watchdog fired\n{}",
+        vm.serial_tail(40)
+    );
 
     // Poweroff through the API ends QEMU cleanly.
     let _: serde_json::Value = check(

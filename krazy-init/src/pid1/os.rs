@@ -63,6 +63,15 @@ pub struct LinuxOs {
     watchdog: Option<std::fs::File>,
 }
 
+impl LinuxOs {
+    /// Hands over the open `/dev/watchdog` (after a first
+    /// [`Os::ping_watchdog`]) to whoever pings it from now on: the device
+    /// opens only once, so a second handle would never reach it.
+    pub fn take_watchdog(&mut self) -> Option<std::fs::File> {
+        self.watchdog.take()
+    }
+}
+
 fn nix_io(e: nix::errno::Errno) -> io::Error {
     io::Error::from(e)
 }

@@ -269,11 +269,21 @@ pub fn run_linux(platform: &dyn Platform) -> Pid1Error {
             }
             Err(e) => tracing::error!("{e}"),
         }
-        if report.watchdog {
-            tokio::spawn(async {
-                let mut wd = super::LinuxOs::default();
+        // The runtime pings the watchdog every second through the handle
+        // early boot opened: a hung PID 1 resets the machine.
+        if let Some(mut wd) = os.take_watchdog().filter(|_| report.watchdog) {
+            tokio::spawn(async move {
+                let mut failing = false;
                 loop {
-                    let _ = wd.ping_watchdog();
+                    use std::io::Write;
+                    match wd.write_all(b"\0") {
+                        Ok(()) => failing = false,
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::warn!("cannot ping /dev/watchdog: {e}");
+                        }
+                        Err(_) => {}
+                    }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             });
