@@ -335,9 +335,10 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
     );
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     let (samples, peak) = sampler.join().unwrap();
-    // At least one sample every few seconds of both uploads.
+    // At least one sample per 10 s of both uploads (a busy device answers
+    // the system endpoint every 3 s or so, against the sampler's 300 ms).
     assert!(
-        f64::from(samples) > (krazy_secs + curl_secs) / 5.0 && peak > 0,
+        f64::from(samples) > (krazy_secs + curl_secs) / 10.0 && peak > 0,
         "{samples} memory samples over {:.0} s of uploads",
         krazy_secs + curl_secs
     );
