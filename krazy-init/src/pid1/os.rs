@@ -57,17 +57,37 @@ pub trait Os {
     fn sleep(&mut self, d: Duration);
 }
 
+/// The open `/dev/watchdog`. The device allows one open at a time, so the
+/// handle early boot opens is the one the runtime keeps pinging.
+pub struct Watchdog(std::fs::File);
+
+impl Watchdog {
+    /// Opens `/dev/watchdog`, which arms it: from now on the machine resets
+    /// unless it is pinged within the driver's timeout (60 s for softdog).
+    pub fn open() -> io::Result<Self> {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/watchdog")?;
+        Ok(Watchdog(f))
+    }
+
+    /// Writes one keep-alive.
+    pub fn ping(&mut self) -> io::Result<()> {
+        use std::io::Write;
+        self.0.write_all(b"\0")
+    }
+}
+
 /// The real thing.
 #[derive(Default)]
 pub struct LinuxOs {
-    watchdog: Option<std::fs::File>,
+    watchdog: Option<Watchdog>,
 }
 
 impl LinuxOs {
-    /// Hands over the open `/dev/watchdog` (after a first
-    /// [`Os::ping_watchdog`]) to whoever pings it from now on: the device
-    /// opens only once, so a second handle would never reach it.
-    pub fn take_watchdog(&mut self) -> Option<std::fs::File> {
+    /// Hands over the watchdog (open after a first [`Os::ping_watchdog`])
+    /// to whoever pings it from now on: a second open would fail with EBUSY.
+    pub fn take_watchdog(&mut self) -> Option<Watchdog> {
         self.watchdog.take()
     }
 }
@@ -138,18 +158,11 @@ impl Os for LinuxOs {
         Ok(())
     }
     fn ping_watchdog(&mut self) -> io::Result<()> {
-        use std::io::Write;
-        if self.watchdog.is_none() {
-            self.watchdog = Some(
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open("/dev/watchdog")?,
-            );
-        }
-        match &mut self.watchdog {
-            Some(f) => f.write_all(b"\0"),
-            None => Ok(()),
-        }
+        let wd = match &mut self.watchdog {
+            Some(wd) => wd,
+            None => self.watchdog.insert(Watchdog::open()?),
+        };
+        wd.ping()
     }
     fn load_module(&mut self, path: &str) -> io::Result<()> {
         let f = std::fs::File::open(path)?;

@@ -275,8 +275,7 @@ pub fn run_linux(platform: &dyn Platform) -> Pid1Error {
             tokio::spawn(async move {
                 let mut failing = false;
                 loop {
-                    use std::io::Write;
-                    match wd.write_all(b"\0") {
+                    match wd.ping() {
                         Ok(()) => failing = false,
                         Err(e) if !failing => {
                             failing = true;

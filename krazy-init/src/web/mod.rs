@@ -207,7 +207,7 @@ impl Web {
     /// plain HTTP answered by a redirect on the same port).
     pub async fn serve_tcp(self: Arc<Self>, listener: TcpListener) {
         loop {
-            let (stream, _) = match listener.accept().await {
+            let (stream, addr) = match listener.accept().await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!("accept: {e}");
@@ -216,18 +216,15 @@ impl Web {
                 }
             };
             let web = self.clone();
-            tokio::spawn(async move { web.tcp_connection(stream).await });
+            tokio::spawn(async move { web.tcp_connection(stream, addr).await });
         }
     }
 
-    async fn tcp_connection(self: Arc<Self>, stream: TcpStream) {
+    async fn tcp_connection(self: Arc<Self>, stream: TcpStream, addr: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let peer = stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let peer = Peer::Tcp(addr);
         let Some(tls) = self.cfg.tls.clone() else {
-            self.serve_conn(stream, false, false, &peer).await;
+            self.serve_conn(stream, false, false, peer).await;
             return;
         };
         let mut first = [0u8; 1];
@@ -238,12 +235,12 @@ impl Web {
         if is_tls {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls);
             match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                Ok(Ok(s)) => self.serve_conn(s, false, false, &peer).await,
+                Ok(Ok(s)) => self.serve_conn(s, false, false, peer).await,
                 Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         } else {
-            self.serve_conn(stream, false, true, &peer).await;
+            self.serve_conn(stream, false, true, peer).await;
         }
     }
 
@@ -255,7 +252,7 @@ impl Web {
                 continue;
             };
             let web = self.clone();
-            tokio::spawn(async move { web.serve_conn(stream, true, false, "unix").await });
+            tokio::spawn(async move { web.serve_conn(stream, true, false, Peer::Unix).await });
         }
     }
 
@@ -264,7 +261,7 @@ impl Web {
         stream: S,
         trusted: bool,
         redirect_only: bool,
-        peer: &str,
+        peer: Peer,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -567,6 +564,23 @@ impl Web {
         r.headers_mut()
             .insert("cache-control", HeaderValue::from_static("no-store"));
         r
+    }
+}
+
+/// Who is at the other end of a connection, for the log lines about it;
+/// formatted only when a line is written.
+#[derive(Clone, Copy)]
+enum Peer {
+    Tcp(SocketAddr),
+    Unix,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Tcp(a) => a.fmt(f),
+            Peer::Unix => f.write_str("unix"),
+        }
     }
 }
 
