@@ -507,8 +507,9 @@ pub const SYSTEM_BINS: [(&str, &str, &str); 3] = [
 /// krazy-init (8.0 MB to 4.4 MB, static musl) and its resident memory
 /// under `krazy-init supervise` drops from 4.9 to 3.4 MiB, mostly pages of
 /// the binary that are no longer touched. SHA-256 stays at `opt-level = 3`:
-/// it hashes every byte of an update. Panics still unwind, so a failing
-/// task is caught instead of taking PID 1 down.
+/// it hashes every byte of an update, and at `"s"` it ran 4.4 times slower
+/// (246 against 1,080 MiB/s, static musl on x86-64). Panics still unwind,
+/// so a failing task is caught instead of taking PID 1 down.
 pub const SYSTEM_PROFILE: [&str; 4] = [
     "profile.release.lto=\"fat\"",
     "profile.release.codegen-units=1",
