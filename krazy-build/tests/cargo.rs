@@ -204,13 +204,20 @@ fn system_programs_come_from_the_workspace_or_the_registry() {
         .get_args()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
+    let mut want: Vec<String> = ["install", "--locked", "--root", "/cache/sys"]
+        .map(String::from)
+        .into();
+    for kv in krazy_build::cargo::SYSTEM_PROFILE {
+        want.extend(["--config".to_string(), kv.to_string()]);
+    }
     assert_eq!(
-        args,
+        args[..want.len()],
+        want,
+        "the system programs are installed with their size profile"
+    );
+    assert_eq!(
+        args[want.len()..],
         [
-            "install",
-            "--locked",
-            "--root",
-            "/cache/sys",
             "--target",
             "x86_64-unknown-linux-musl",
             "krazy-init@0.1.0",
