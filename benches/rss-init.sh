@@ -13,7 +13,8 @@ case "$profile" in
     CARGO_PROFILE_RELEASE_STRIP=debuginfo cargo build -q -p krazy-init --release --bin krazy-init \
       --target "$triple" --target-dir target/rss-image \
       --config 'profile.release.lto="fat"' --config 'profile.release.codegen-units=1' \
-      --config 'profile.release.opt-level="s"' --config 'profile.release.package.sha2.opt-level=3'
+      --config 'profile.release.opt-level="s"' --config 'profile.release.package.sha2.opt-level=3' \
+      --config 'profile.release.package.ring.opt-level=3'
     bin=target/rss-image/$triple/release/krazy-init ;;
   release) cargo build -q -p krazy-init --release --bin krazy-init; bin=target/release/krazy-init ;;
   debug) cargo build -q -p krazy-init --bin krazy-init; bin=target/debug/krazy-init ;;

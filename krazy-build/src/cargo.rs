@@ -506,15 +506,18 @@ pub const SYSTEM_BINS: [(&str, &str, &str); 3] = [
 /// optimised unit (fat LTO, one codegen unit, `opt-level = "s"`) halves
 /// krazy-init (8.0 MB to 4.4 MB, static musl) and its resident memory
 /// under `krazy-init supervise` drops from 4.9 to 3.4 MiB, mostly pages of
-/// the binary that are no longer touched. SHA-256 stays at `opt-level = 3`:
-/// it hashes every byte of an update, and at `"s"` it ran 4.4 times slower
-/// (246 against 1,080 MiB/s, static musl on x86-64). Panics still unwind,
-/// so a failing task is caught instead of taking PID 1 down.
-pub const SYSTEM_PROFILE: [&str; 4] = [
+/// the binary that are no longer touched. The two crates that touch every
+/// byte of an update stay at `opt-level = 3`: SHA-256 ran 4.4 times slower
+/// at `"s"` (246 against 1,080 MiB/s, static musl on x86-64), and ring's C
+/// fallbacks for CPUs without AES instructions (such as QEMU's default
+/// CPU) halved the TLS upload into a VM (5.3 against 9.6 MB/s). Panics still
+/// unwind, so a failing task is caught instead of taking PID 1 down.
+pub const SYSTEM_PROFILE: [&str; 5] = [
     "profile.release.lto=\"fat\"",
     "profile.release.codegen-units=1",
     "profile.release.opt-level=\"s\"",
     "profile.release.package.sha2.opt-level=3",
+    "profile.release.package.ring.opt-level=3",
 ];
 
 impl SystemPrograms {
