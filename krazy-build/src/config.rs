@@ -211,7 +211,8 @@ impl From<FirmwareSource> for RawFirmware {
     }
 }
 
-/// `[web]`: the device's web interface.
+/// `[web]`: the device's web interface. The image carries it, field for
+/// field, as `/etc/krazy/web.toml` (krazy-init's `config::WebSettings`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Web {
@@ -219,8 +220,20 @@ pub struct Web {
     pub http_port: u16,
     /// Port of the HTTPS listener (default 443).
     pub https_port: u16,
-    /// Whether to serve HTTPS with the instance's certificate (default true).
+    /// Whether to serve HTTPS with the instance's certificate (default
+    /// true). With it, a device whose certificate is missing or broken
+    /// answers authenticated requests with 503 rather than take the password
+    /// over plain HTTP.
     pub tls: bool,
+    /// TCP connections served at once, all clients together (default 256);
+    /// over it the oldest unauthenticated connection is shed, or the new one
+    /// gets 429. Held under PID 1's file descriptor limit minus a reserve
+    /// for the services.
+    pub max_connections: u32,
+    /// TCP connections at once from one IPv4 address or IPv6 /64 (default 32); over it: 429.
+    pub max_connections_per_peer: u32,
+    /// Live log followers (`logs -f`, the log page) at once (default 16); over it: 429.
+    pub max_log_followers: u32,
 }
 
 impl Default for Web {
@@ -229,6 +242,9 @@ impl Default for Web {
             http_port: 80,
             https_port: 443,
             tls: true,
+            max_connections: 256,
+            max_connections_per_peer: 32,
+            max_log_followers: 16,
         }
     }
 }
@@ -947,7 +963,8 @@ mode = "0644"
             Web {
                 http_port: 80,
                 https_port: 443,
-                tls: true
+                tls: true,
+                ..Web::default()
             }
         );
         assert_eq!(c.update.settle_seconds, 30);
@@ -969,6 +986,30 @@ mode = "0644"
         assert_eq!(f.path, "/etc/motd");
         assert_eq!(f.contents.as_deref(), Some("hello\n"));
         assert_eq!(f.mode, Mode(0o644));
+    }
+
+    /// `/etc/krazy/web.toml` is `[web]` field for field; krazy-init's
+    /// `config::WebSettings` test parses exactly this text.
+    #[test]
+    fn web_settings_file_form() {
+        assert_eq!(
+            toml::to_string(&Web::default()).unwrap(),
+            "http_port = 80\nhttps_port = 443\ntls = true\nmax_connections = 256\n\
+             max_connections_per_peer = 32\nmax_log_followers = 16\n"
+        );
+        let c = parse(&CANONICAL.replace(
+            "tls = true",
+            "tls = true\nmax_connections = 64\nmax_connections_per_peer = 8\nmax_log_followers = 4",
+        ))
+        .unwrap();
+        assert_eq!(
+            (
+                c.web.max_connections,
+                c.web.max_connections_per_peer,
+                c.web.max_log_followers
+            ),
+            (64, 8, 4)
+        );
     }
 
     #[test]

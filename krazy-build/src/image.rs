@@ -52,6 +52,9 @@ pub const BUILD_ID_PATH: &str = "etc/krazy/build-id";
 pub const SERVICES_PATH: &str = "etc/krazy/services.toml";
 /// The update settings (settle time, health checks) the device reads.
 pub const UPDATE_PATH: &str = "etc/krazy/update.toml";
+/// Where the root keeps the `[web]` settings krazy-init reads (ports, TLS,
+/// connection limits; krazy-init's `config::WebSettings`).
+pub const WEB_PATH: &str = "etc/krazy/web.toml";
 /// The default image size when none is given: 2 GiB, written sparse.
 pub const DEFAULT_DISK_BYTES: u64 = 2 << 30;
 
@@ -190,7 +193,7 @@ pub struct Program {
 /// itself, never the update signing key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ImageSecrets {
-    /// `sha256$<salt hex>$<hash hex>` of the web password.
+    /// `pbkdf2-sha256$<iterations>$<salt hex>$<hash hex>` of the web password.
     pub password_hash: String,
     /// The update public key.
     pub update_public_key: [u8; 32],
@@ -413,6 +416,11 @@ struct HealthEntry<'a> {
     command: Option<&'a [String]>,
 }
 
+/// `/etc/krazy/web.toml`: the instance's `[web]` table, field for field.
+pub fn web_toml(config: &Config) -> String {
+    toml::to_string(&config.web).unwrap_or_default()
+}
+
 /// `/etc/krazy/update.toml`: the settle time and each package's health check.
 pub fn update_toml(config: &Config) -> String {
     let health = config
@@ -552,6 +560,7 @@ fn root_tree(inputs: &Inputs, modules: Option<&Tree>) -> Result<Tree, ImageError
     }
     add_bytes(&mut t, "root", SERVICES_PATH, services_toml(c), 0o644, m)?;
     add_bytes(&mut t, "root", UPDATE_PATH, update_toml(c), 0o644, m)?;
+    add_bytes(&mut t, "root", WEB_PATH, web_toml(c), 0o644, m)?;
     add_bytes(
         &mut t,
         "root",

@@ -44,6 +44,10 @@ enum Cmd {
         /// Shown as build_id.
         #[arg(long)]
         build_id: Option<String>,
+        /// Web settings in the device's `/etc/krazy/web.toml` form (only the
+        /// limits apply here; the port is --listen, TLS is --tls-cert).
+        #[arg(long)]
+        web_config: Option<PathBuf>,
     },
 }
 
@@ -82,33 +86,71 @@ fn main() -> anyhow::Result<()> {
             tls_cert,
             tls_key,
             build_id,
-        } => rt.block_on(supervise(
+            web_config,
+        } => rt.block_on(supervise(Supervise {
             config,
             listen,
             password_file,
             socket,
-            tls_cert.zip(tls_key),
+            tls: tls_cert.zip(tls_key),
             build_id,
-        )),
+            web_config,
+        })),
     }
 }
 
-async fn supervise(
+/// The arguments of `krazy-init supervise`.
+struct Supervise {
     config: PathBuf,
     listen: SocketAddr,
     password_file: PathBuf,
     socket: Option<PathBuf>,
     tls: Option<(PathBuf, PathBuf)>,
     build_id: Option<String>,
-) -> anyhow::Result<()> {
+    web_config: Option<PathBuf>,
+}
+
+/// The shortest password a user should choose (generated ones are 24).
+const MIN_PASSWORD_LEN: usize = 20;
+
+async fn supervise(args: Supervise) -> anyhow::Result<()> {
+    let Supervise {
+        config,
+        listen,
+        password_file,
+        socket,
+        tls,
+        build_id,
+        web_config,
+    } = args;
+    let nofile = krazy_init::supervisor::raise_nofile_limit(None);
     let file = config::load_services(&config)?;
+    let settings = match &web_config {
+        Some(p) => config::load_web(p)?,
+        None => config::WebSettings::default(),
+    };
     let pw_text = std::fs::read_to_string(&password_file)
         .with_context(|| format!("cannot read the password file {}", password_file.display()))?;
     let password = Password::plain(&pw_text)
         .with_context(|| format!("password file {}", password_file.display()))?;
-    let tls = match tls {
-        Some((c, k)) => Some(web::load_tls(&c, &k)?),
-        None => None,
+    if pw_text.trim().chars().count() < MIN_PASSWORD_LEN {
+        tracing::warn!(
+            "the password in {} is shorter than {MIN_PASSWORD_LEN} characters: anyone on the network can guess it sooner",
+            password_file.display()
+        );
+    }
+    // A broken certificate is treated as on a device: said loudly, and
+    // authenticated requests refused rather than taken in plain text.
+    let (tls, tls_error) = match tls {
+        Some((c, k)) => match web::load_tls(&c, &k) {
+            Ok(t) => (Some(t), None),
+            Err(e) => {
+                let why = web::tls_fix_hint(&e, &c, &k);
+                tracing::error!("{why}");
+                (None, Some(why))
+            }
+        },
+        None => (None, None),
     };
     let sup = Supervisor::new(SupervisorOptions {
         home_base: file.home_base.clone(),
@@ -125,6 +167,8 @@ async fn supervise(
             password: Some(password),
             build_id,
             tls,
+            tls_error,
+            limits: web::limits::Limits::from(&settings).within_fd_limit(nofile),
             ..WebConfig::default()
         },
         power_tx,

@@ -524,6 +524,29 @@ enum SpawnError {
     Pid(u32),
 }
 
+/// The soft `RLIMIT_NOFILE` services start with (the usual Linux default).
+pub const SERVICE_NOFILE: u64 = 1024;
+
+/// Raises this process's `RLIMIT_NOFILE`: the hard limit to at least
+/// `want_hard` when allowed (PID 1 may; `None` keeps it), and the soft
+/// limit to the hard one. Returns the soft limit now in force. Services
+/// spawned afterwards still get [`SERVICE_NOFILE`] as their soft limit.
+pub fn raise_nofile_limit(want_hard: Option<u64>) -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return SERVICE_NOFILE;
+    };
+    if let Some(want) = want_hard.filter(|&w| w > hard) {
+        if setrlimit(Resource::RLIMIT_NOFILE, want, want).is_ok() {
+            return want;
+        }
+    }
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return hard;
+    }
+    soft
+}
+
 /// Spawns the service's process in its own session and process group.
 fn spawn(inner: &Inner, svc: &Arc<Service>) -> Result<u32, SpawnError> {
     let c = &svc.config;
@@ -551,11 +574,26 @@ fn spawn(inner: &Inner, svc: &Arc<Service>) -> Result<u32, SpawnError> {
             }
         }
     }
+    // Services get the ordinary soft descriptor limit back (PID 1 raises
+    // its own, see [`raise_nofile_limit`]); the hard limit stays.
+    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .ok()
+        .filter(|&(soft, _)| soft > SERVICE_NOFILE)
+        .map(|(_, hard)| hard);
     // SAFETY: the closure runs in the forked child before exec and only calls
-    // setsid(2), which is async-signal-safe and touches no memory of ours.
+    // setsid(2) and setrlimit(2), which are async-signal-safe, with values
+    // computed before the fork; it touches no other memory of ours.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if let Some(hard) = nofile {
+                nix::sys::resource::setrlimit(
+                    nix::sys::resource::Resource::RLIMIT_NOFILE,
+                    SERVICE_NOFILE,
+                    hard,
+                )
+                .map_err(std::io::Error::from)?;
+            }
             Ok(())
         });
     }

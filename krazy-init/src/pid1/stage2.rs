@@ -3,8 +3,13 @@
 //! and an orderly reboot or poweroff.
 //!
 //! Image files read: `/etc/krazy/services.toml`, `/etc/hostname`,
-//! `/etc/krazy/password` (the salted SHA-256 form, see [`crate::web::auth`]),
-//! `/etc/krazy/build-id`, `/etc/krazy/tls/cert.pem` + `key.pem` (optional).
+//! `/etc/krazy/password` (the PBKDF2 form, see [`crate::web::auth`]),
+//! `/etc/krazy/web.toml` (ports, TLS, limits: [`crate::config::WebSettings`]),
+//! `/etc/krazy/build-id`, `/etc/krazy/tls/cert.pem` + `key.pem` (with `tls = true`).
+//!
+//! PID 1 raises its own `RLIMIT_NOFILE` to [`PID1_NOFILE`] and keeps
+//! [`crate::web::limits::FD_RESERVE`] descriptors the web server never
+//! uses; services start with the ordinary soft limit of 1024.
 //! The kernel command line names the perm partition as
 //! `krazy.perm=PARTUUID=<uuid>` and the running slot as `krazy.slot=a|b`.
 
@@ -29,6 +34,42 @@ pub struct BootReport {
     pub slot: Option<String>,
     /// Whether /dev/watchdog exists (and was pinged).
     pub watchdog: bool,
+}
+
+/// The `RLIMIT_NOFILE` PID 1 gives itself (the kernel starts it at 1024/4096).
+pub const PID1_NOFILE: u64 = 65536;
+
+/// Where the image keeps the web settings.
+pub const WEB_TOML: &str = "/etc/krazy/web.toml";
+
+/// The web settings of the image; without the file (an image from before
+/// it existed), the defaults, with TLS when a certificate is there.
+pub fn load_web_settings(
+    path: &std::path::Path,
+    cert: &std::path::Path,
+) -> crate::config::WebSettings {
+    match crate::config::load_web(path) {
+        Ok(w) => w,
+        Err(e) => {
+            let tls = cert.exists();
+            tracing::warn!("{e}; using the default web settings (tls = {tls})");
+            crate::config::WebSettings {
+                tls,
+                ..Default::default()
+            }
+        }
+    }
+}
+
+/// The ports to serve: `http_port`, and `https_port` when TLS is wanted
+/// (both serve HTTPS and redirect plain HTTP when TLS works; with broken
+/// TLS both answer 503).
+pub fn web_ports(w: &crate::config::WebSettings) -> Vec<u16> {
+    let mut ports = vec![w.http_port];
+    if w.tls && w.https_port != w.http_port {
+        ports.push(w.https_port);
+    }
+    ports
 }
 
 /// ext4 superblock magic 0xEF53 at byte 1080 of the partition.
@@ -194,6 +235,7 @@ pub fn run_linux(platform: &dyn Platform) -> Pid1Error {
     use crate::{Supervisor, SupervisorOptions};
     let mut os = super::LinuxOs::default();
     let report = early_boot(&mut os, platform);
+    let nofile = crate::supervisor::raise_nofile_limit(Some(PID1_NOFILE));
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -235,12 +277,23 @@ pub fn run_linux(platform: &dyn Platform) -> Pid1Error {
         let password = std::fs::read_to_string("/etc/krazy/password")
             .ok()
             .and_then(|t| Password::parse_stored(&t).ok());
-        let tls = web::load_tls(
-            "/etc/krazy/tls/cert.pem".as_ref(),
-            "/etc/krazy/tls/key.pem".as_ref(),
-        )
-        .ok();
-        let has_tls = tls.is_some();
+        let (cert, key) = (
+            std::path::Path::new("/etc/krazy/tls/cert.pem"),
+            std::path::Path::new("/etc/krazy/tls/key.pem"),
+        );
+        let settings = load_web_settings(WEB_TOML.as_ref(), cert);
+        let (tls, tls_error) = if settings.tls {
+            match web::load_tls(cert, key) {
+                Ok(t) => (Some(t), None),
+                Err(e) => {
+                    let why = web::tls_fix_hint(&e, cert, key);
+                    tracing::error!("{why}");
+                    (None, Some(why))
+                }
+            }
+        } else {
+            (None, None)
+        };
         let (power_tx, mut power_rx) = tokio::sync::mpsc::unbounded_channel();
         let build_id = std::fs::read_to_string("/etc/krazy/build-id")
             .ok()
@@ -253,6 +306,9 @@ pub fn run_linux(platform: &dyn Platform) -> Pid1Error {
             running_slot: report.slot.clone(),
             perm: report.perm_mounted.then(|| PathBuf::from("/perm")),
             tls,
+            tls_error,
+            https_port: Some(settings.https_port),
+            limits: web::limits::Limits::from(&settings).within_fd_limit(nofile),
         };
         match web::Web::new(sup.clone(), cfg, power_tx.clone()) {
             Ok(w) => {
@@ -262,9 +318,8 @@ pub fn run_linux(platform: &dyn Platform) -> Pid1Error {
                     }
                     Err(e) => tracing::error!("{e}"),
                 }
-                tokio::spawn(web::serve_private_addresses(w.clone(), 80));
-                if has_tls {
-                    tokio::spawn(web::serve_private_addresses(w, 443));
+                for port in web_ports(&settings) {
+                    tokio::spawn(web::serve_private_addresses(w.clone(), port));
                 }
             }
             Err(e) => tracing::error!("{e}"),
@@ -417,6 +472,37 @@ mod tests {
             .map(String::as_str)
             .collect();
         assert_eq!(end, ["sync", "umount /perm", "sync", "halt Poweroff"]);
+    }
+
+    #[test]
+    fn web_ports_follow_the_settings() {
+        use crate::config::WebSettings;
+        let w = |http_port, https_port, tls| WebSettings {
+            http_port,
+            https_port,
+            tls,
+            ..WebSettings::default()
+        };
+        assert_eq!(web_ports(&WebSettings::default()), [80, 443]);
+        assert_eq!(web_ports(&w(8080, 8443, true)), [8080, 8443]);
+        assert_eq!(web_ports(&w(8080, 8443, false)), [8080]);
+        assert_eq!(web_ports(&w(8080, 8080, true)), [8080]);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("web.toml");
+        std::fs::write(
+            &file,
+            "http_port = 8080\nhttps_port = 8443\nmax_connections = 9\n",
+        )
+        .unwrap();
+        let cert = dir.path().join("cert.pem");
+        let s = load_web_settings(&file, &cert);
+        assert_eq!(
+            (s.http_port, s.https_port, s.tls, s.max_connections),
+            (8080, 8443, true, 9)
+        );
+        // No file: defaults, TLS only when the certificate is there.
+        let s = load_web_settings(&dir.path().join("none.toml"), &cert);
+        assert_eq!((s.http_port, s.tls), (80, false));
     }
 
     #[test]

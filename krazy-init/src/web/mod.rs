@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod html;
+pub mod limits;
 pub mod parse;
 pub mod system;
 pub mod update;
@@ -14,24 +15,29 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::{Frame, Incoming};
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, LOCATION, WWW_AUTHENTICATE};
+use hyper::header::{
+    HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_TYPE, HOST, LOCATION, RETRY_AFTER,
+    WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::logbuf::{Follower, LogItem, Stream};
 use crate::supervisor::Supervisor;
-use auth::{Csrf, Password};
+use auth::{Csrf, Password, Verifier};
+use limits::{ConnGuard, ConnTable, Limits, Refusal};
 use parse::{Power, Route, ServiceAction};
 
 /// Errors of setting up the web interface.
@@ -99,6 +105,15 @@ pub struct WebConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// krazy-update's device side, served under `/update/` when present.
     pub update: Option<update::SharedDevice>,
+    /// TLS was wanted but its certificate or key could not be loaded (what
+    /// is wrong and how to fix it): TCP requests are then answered 503, so
+    /// the password is never sent in plain text.
+    pub tls_error: Option<String>,
+    /// The HTTPS port plain-HTTP redirects point at (default: the port of
+    /// the request's `Host`, the same port serving both).
+    pub https_port: Option<u16>,
+    /// Connection, peer and log-follower limits.
+    pub limits: Limits,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -107,6 +122,9 @@ type Body = BoxBody<Bytes, Infallible>;
 pub struct Web {
     sup: Supervisor,
     cfg: WebConfig,
+    verifier: Option<Verifier>,
+    conns: Arc<ConnTable>,
+    followers: Arc<Semaphore>,
     csrf: Csrf,
     power: mpsc::UnboundedSender<PowerRequest>,
     addresses_changed: watch::Sender<u64>,
@@ -188,10 +206,16 @@ impl Web {
         cfg: WebConfig,
         power: mpsc::UnboundedSender<PowerRequest>,
     ) -> Result<Arc<Self>, WebError> {
-        let csrf = Csrf::random().map_err(|_| WebError::Random)?;
+        let csrf = Csrf::lazy();
+        let verifier = cfg.password.clone().map(Verifier::new);
+        let conns = ConnTable::new(cfg.limits);
+        let followers = Arc::new(Semaphore::new(cfg.limits.max_log_followers));
         Ok(Arc::new(Web {
             sup,
             cfg,
+            verifier,
+            conns,
+            followers,
             csrf,
             power,
             addresses_changed: watch::channel(0).0,
@@ -221,10 +245,23 @@ impl Web {
     }
 
     async fn tcp_connection(self: Arc<Self>, stream: TcpStream, addr: SocketAddr) {
-        let _ = stream.set_nodelay(true);
         let peer = Peer::Tcp(addr);
+        let guard = match self.conns.admit(addr.ip()) {
+            Ok(g) => g,
+            Err(why) => {
+                tracing::debug!(%peer, "connection refused: {why:?}");
+                if self.cfg.tls.is_none() {
+                    // One small write into a fresh socket's empty send
+                    // buffer: never blocks, and a failure changes nothing.
+                    let _ = stream.try_write(refusal_bytes(why).as_bytes());
+                }
+                return;
+            }
+        };
+        let _ = stream.set_nodelay(true);
         let Some(tls) = self.cfg.tls.clone() else {
-            self.serve_conn(stream, false, false, peer).await;
+            self.serve_conn(stream, false, false, peer, Some(guard))
+                .await;
             return;
         };
         let mut first = [0u8; 1];
@@ -235,12 +272,13 @@ impl Web {
         if is_tls {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls);
             match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                Ok(Ok(s)) => self.serve_conn(s, false, false, peer).await,
+                Ok(Ok(s)) => self.serve_conn(s, false, false, peer, Some(guard)).await,
                 Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         } else {
-            self.serve_conn(stream, false, true, peer).await;
+            self.serve_conn(stream, false, true, peer, Some(guard))
+                .await;
         }
     }
 
@@ -252,7 +290,9 @@ impl Web {
                 continue;
             };
             let web = self.clone();
-            tokio::spawn(async move { web.serve_conn(stream, true, false, Peer::Unix).await });
+            tokio::spawn(
+                async move { web.serve_conn(stream, true, false, Peer::Unix, None).await },
+            );
         }
     }
 
@@ -262,24 +302,63 @@ impl Web {
         trusted: bool,
         redirect_only: bool,
         peer: Peer,
+        guard: Option<ConnGuard>,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let web = self.clone();
+        let shed = guard.as_ref().map(ConnGuard::shed);
+        let guard = guard.map(Arc::new);
+        let reading_body = Arc::new(AtomicBool::new(false));
+        let stream = limits::Watched::new(
+            stream,
+            reading_body.clone(),
+            limits::BODY_INACTIVITY_TIMEOUT,
+        );
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let web = web.clone();
+            let guard = guard.clone();
+            let reading_body = reading_body.clone();
             async move {
-                if redirect_only {
-                    return Ok::<_, Infallible>(https_redirect(&req));
+                use hyper::body::Body as _;
+                let mut r = if redirect_only {
+                    https_redirect(&req, web.cfg.https_port)
+                } else {
+                    reading_body.store(!req.body().is_end_stream(), Ordering::Relaxed);
+                    let ctx = Conn {
+                        trusted,
+                        peer,
+                        guard: guard.as_deref(),
+                    };
+                    let r = web.answer(req, &ctx).await;
+                    reading_body.store(false, Ordering::Relaxed);
+                    r
+                };
+                security_headers(&mut r);
+                // Keep-alive is for authenticated connections only.
+                if guard.as_ref().is_some_and(|g| !g.is_authenticated()) {
+                    r.headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
-                Ok::<_, Infallible>(web.handle(req, trusted).await)
+                Ok::<_, Infallible>(r)
             }
         });
-        let r = hyper::server::conn::http1::Builder::new()
+        let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            .serve_connection(TokioIo::new(stream), svc)
-            .await;
+            .header_read_timeout(limits::HEADER_READ_TIMEOUT)
+            .max_buf_size(limits::MAX_BUF)
+            .max_headers(limits::MAX_HEADERS)
+            .serve_connection(TokioIo::new(stream), svc);
+        let r = match shed {
+            Some(shed) => tokio::select! {
+                r = conn => r,
+                _ = shed.notified() => {
+                    tracing::debug!(%peer, "connection shed for a newer one (max_connections)");
+                    return;
+                }
+            },
+            None => conn.await,
+        };
         // A client that goes away between or mid-request, or a kept-alive
         // connection left idle past the header timeout, is routine; anything
         // else (a malformed request, a reset or another I/O error) is worth
@@ -293,24 +372,85 @@ impl Web {
         }
     }
 
-    /// Answers one request; `trusted` for the Unix socket.
+    /// Answers one request; `trusted` for the Unix socket. (Without a
+    /// connection, so without the per-peer login limit.)
     pub async fn handle(&self, req: Request<Incoming>, trusted: bool) -> Response<Body> {
+        let ctx = Conn {
+            trusted,
+            peer: Peer::Unix,
+            guard: None,
+        };
+        let mut r = self.answer(req, &ctx).await;
+        security_headers(&mut r);
+        r
+    }
+
+    /// The authentication of a TCP request: `Err` is the answer to send.
+    async fn authenticate(
+        &self,
+        parts: &hyper::http::request::Parts,
+        ctx: &Conn<'_>,
+    ) -> Result<(), Response<Body>> {
+        if let Some(why) = &self.cfg.tls_error {
+            return Err(full(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain; charset=utf-8",
+                format!(
+                    "krazy: this device is set up for HTTPS (tls = true) but cannot serve it, \
+                     so it does not take the password over plain HTTP.\n{why}\n"
+                ),
+            ));
+        }
+        let ip = match ctx.peer {
+            Peer::Tcp(a) => Some(a.ip()),
+            Peer::Unix => None,
+        };
+        let now = Instant::now();
+        if let Some(wait) = ip.and_then(|ip| self.conns.login_retry_after(ip, now)) {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed logins from this address; try again later",
+            );
+            r.headers_mut().insert(
+                RETRY_AFTER,
+                HeaderValue::from(limits::retry_after_secs(wait)),
+            );
+            return Err(r);
+        }
+        let header = parts.headers.get(AUTHORIZATION).map(|v| v.as_bytes());
+        let ok = match &self.verifier {
+            Some(v) => v.check(header).await,
+            None => false,
+        };
+        if ok {
+            if let Some(g) = ctx.guard {
+                g.authenticated();
+            }
+            return Ok(());
+        }
+        if header.is_some() {
+            tracing::warn!(peer = %ctx.peer, path = %parts.uri.path(), "failed login");
+            if let Some(ip) = ip {
+                self.conns.login_failed(ip, now);
+            }
+        }
+        let mut r = full(
+            StatusCode::UNAUTHORIZED,
+            "text/plain; charset=utf-8",
+            "authentication required\n",
+        );
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"krazy\", charset=\"UTF-8\""),
+        );
+        Err(r)
+    }
+
+    async fn answer(&self, req: Request<Incoming>, ctx: &Conn<'_>) -> Response<Body> {
+        let trusted = ctx.trusted;
         let (parts, body) = req.into_parts();
         if !trusted {
-            let ok = match &self.cfg.password {
-                Some(p) => p.check_header(parts.headers.get(AUTHORIZATION).map(|v| v.as_bytes())),
-                None => false,
-            };
-            if !ok {
-                let mut r = full(
-                    StatusCode::UNAUTHORIZED,
-                    "text/plain; charset=utf-8",
-                    "authentication required\n",
-                );
-                r.headers_mut().insert(
-                    WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Basic realm=\"krazy\", charset=\"UTF-8\""),
-                );
+            if let Err(r) = self.authenticate(&parts, ctx).await {
                 return r;
             }
         }
@@ -521,6 +661,19 @@ impl Web {
             }
         };
         let follow = matches!(parse::get(query, "follow"), Some("1" | "true"));
+        let permit = match follow.then(|| self.followers.clone().try_acquire_owned()) {
+            Some(Err(_)) => {
+                let mut r = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many live log followers (max_log_followers); try again later",
+                );
+                r.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(limits::RETRY_AFTER_BUSY));
+                return r;
+            }
+            Some(Ok(p)) => Some(p),
+            None => None,
+        };
         if !follow {
             let mut text = String::new();
             for l in follower.take_backlog() {
@@ -531,18 +684,25 @@ impl Web {
         }
         let (tx, rx) = mpsc::channel::<Bytes>(16);
         tokio::spawn(async move {
-            if tx
-                .send(Bytes::from_static(b": krazy log\n\n"))
-                .await
-                .is_err()
-            {
+            let _permit = permit;
+            // A follower that reads nothing for a minute is let go.
+            let send = |b: Bytes| {
+                let tx = tx.clone();
+                async move {
+                    matches!(
+                        tokio::time::timeout(FOLLOWER_STALL, tx.send(b)).await,
+                        Ok(Ok(()))
+                    )
+                }
+            };
+            if !send(Bytes::from_static(b": krazy log\n\n")).await {
                 return;
             }
             loop {
                 let item = tokio::select! {
                     i = follower.next() => i,
                     _ = tokio::time::sleep(Duration::from_secs(15)) => {
-                        if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                        if !send(Bytes::from_static(b": keep-alive\n\n")).await {
                             return;
                         }
                         continue;
@@ -553,7 +713,7 @@ impl Web {
                     Some(d @ LogItem::Dropped(stream, _)) => sse_event(stream, &d.text()),
                     None => return,
                 };
-                if tx.send(chunk).await.is_err() {
+                if !send(chunk).await {
                     return;
                 }
             }
@@ -565,6 +725,47 @@ impl Web {
             .insert("cache-control", HeaderValue::from_static("no-store"));
         r
     }
+}
+
+/// How long a live log follower may read nothing before it is let go.
+const FOLLOWER_STALL: Duration = Duration::from_secs(60);
+
+/// The connection a request came on.
+struct Conn<'a> {
+    trusted: bool,
+    peer: Peer,
+    guard: Option<&'a ConnGuard>,
+}
+
+/// The headers every answer carries: no framing, no type sniffing, no referrer.
+fn security_headers(r: &mut Response<Body>) {
+    let h = r.headers_mut();
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+}
+
+/// The whole answer to a connection refused before its request is read.
+fn refusal_bytes(why: Refusal) -> String {
+    let body = match why {
+        Refusal::PerPeer => "too many connections from this address (max_connections_per_peer)\n",
+        Refusal::Full => "too many connections (max_connections)\n",
+    };
+    format!(
+        "HTTP/1.1 429 Too Many Requests\r\nretry-after: {}\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\nconnection: close\r\nx-frame-options: DENY\r\n\
+         content-security-policy: frame-ancestors 'none'\r\nx-content-type-options: nosniff\r\n\
+         referrer-policy: no-referrer\r\ncache-control: no-store\r\n\r\n{body}",
+        limits::RETRY_AFTER_BUSY,
+        body.len()
+    )
 }
 
 /// Who is at the other end of a connection, for the log lines about it;
@@ -584,7 +785,7 @@ impl std::fmt::Display for Peer {
     }
 }
 
-fn https_redirect(req: &Request<Incoming>) -> Response<Body> {
+fn https_redirect(req: &Request<Incoming>, https_port: Option<u16>) -> Response<Body> {
     let host = req
         .headers()
         .get(HOST)
@@ -601,7 +802,22 @@ fn https_redirect(req: &Request<Incoming>) -> Response<Body> {
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    redirect(StatusCode::FOUND, &format!("https://{host}{path}"))
+    let target = match https_port {
+        Some(port) => {
+            // Drop the port of `Host` (after an IPv6 literal's `]`).
+            let name = match host.rfind(':') {
+                Some(i) if !host[i..].contains(']') => &host[..i],
+                _ => host,
+            };
+            if port == 443 {
+                format!("https://{name}{path}")
+            } else {
+                format!("https://{name}:{port}{path}")
+            }
+        }
+        None => format!("https://{host}{path}"),
+    };
+    redirect(StatusCode::FOUND, &target)
 }
 
 /// Binds a TCP listener, refusing addresses that are not loopback or private.
@@ -632,6 +848,20 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, WebError> {
     let l = UnixListener::bind(path).map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     Ok(l)
+}
+
+/// What to tell the console and plain-HTTP clients when TLS is wanted but
+/// `cert`/`key` cannot be used: what is wrong and how to fix it.
+pub fn tls_fix_hint(e: &WebError, cert: &Path, key: &Path) -> String {
+    format!(
+        "HTTPS is off and the web interface refuses authenticated requests (503): {e}. \
+         To fix it, put a PEM certificate chain at {} and its private key at {} \
+         (on a krazy device: the instance's secrets/tls-cert.pem and secrets/tls-key.pem, \
+         built into the image; build and update or overwrite the device again), \
+         or set `[web] tls = false` in krazy.toml to serve plain HTTP on purpose.",
+        cert.display(),
+        key.display()
+    )
 }
 
 /// Loads a PEM certificate chain and private key into a rustls server config (ring provider).
