@@ -43,10 +43,13 @@ fuzz_target!(|data: &[u8]| {
         files.0.insert(f.esp_path(Slot::B), vec![0xee; 4096]);
     }
     let mut src = data;
-    if let Ok(seen) = unpack(&mut src, Slot::B, &mut files) {
-        assert!(seen.iter().any(|h| h.file == BootFile::Vmlinuz));
-        assert!(seen.iter().any(|h| h.file == BootFile::Entry));
+    if let Ok(u) = unpack(&mut src, Slot::B, &mut files) {
+        assert!(u.headers.iter().any(|h| h.file == BootFile::Vmlinuz));
+        assert!(u.headers.iter().any(|h| h.file == BootFile::Entry));
         assert!(!files.0[&BootFile::Vmlinuz.esp_path(Slot::B)].contains(&0xee));
+        assert!(u.entry.len() <= 4096);
     }
+    // The loader entry is never written by the unpacking: only a switch does.
+    assert!(files.0[&BootFile::Entry.esp_path(Slot::B)].iter().all(|&b| b == 0xee));
     assert!(files.0.values().all(|f| f.len() == 4096));
 });

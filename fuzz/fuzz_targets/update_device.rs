@@ -8,7 +8,11 @@
 //! Besides "never panics", every step checks the promise of the protocol:
 //! the running and the committed slot's root and boot files are never
 //! written, a switch is accepted only once both parts of a signed manifest
-//! were verified, and a manifest signed by another key is always refused.
+//! were verified, a manifest signed by another key is always refused, and
+//! no unverified byte is ever bootable: a slot any part byte went into is
+//! not among the boot flow's bootable slots until a switch after both parts
+//! verified. Reboots go only to a slot the boot flow can boot. pi3 runs
+//! both flows (`PiTryboot`, `PiSoftwareOneShot`).
 #![no_main]
 
 use std::fs;
@@ -16,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use krazy_fs::FileDevice;
 use krazy_update::bootfiles::DirBootFiles;
-use krazy_update::bootflow::PiTryboot;
+use krazy_update::bootflow::{BootFlow, PiSoftwareOneShot, PiTryboot};
 use krazy_update::device::{BootStorage, Device, DeviceConfig, Route, Storage};
 use krazy_update::dirdevice::{DirDevice, DirSizes};
 use krazy_update::efivars::LOADER_GUID;
@@ -66,7 +70,7 @@ fn lay_out(dir: &Path, platform: Platform) {
         Platform::Pi3 => {
             fs::create_dir_all(dir.join("efivars")).unwrap();
             fs::create_dir_all(dir.join("autoboot")).unwrap();
-            let mut b = PiTryboot::autoboot_txt(Slot::A).into_bytes();
+            let mut b = PiTryboot::autoboot_txt_disarmed(Slot::A).into_bytes();
             b.resize(512, b' ');
             fs::write(dir.join("autoboot/autoboot.txt"), b).unwrap();
             for (name, fill) in [("boot-a", 0xa2), ("boot-b", 0xb2)] {
@@ -80,9 +84,14 @@ fn lay_out(dir: &Path, platform: Platform) {
     }
 }
 
+/// Signing time of the manifests; the device's clock is a little later.
+const T0: u64 = 1_790_000_000;
+const NOW: u64 = T0 + 100;
+
 fn open(
     dir: &Path,
     platform: Platform,
+    software: bool,
     running: Slot,
     build: &str,
     key: &SecretKey,
@@ -108,7 +117,12 @@ fn open(
             b: dev("boot-b"),
         },
     };
-    let flow = PiTryboot::new(Box::new(DirBootFiles::new(dir.join("autoboot"))));
+    let files = Box::new(DirBootFiles::new(dir.join("autoboot")));
+    let flow: Box<dyn BootFlow + Send> = if software {
+        Box::new(PiSoftwareOneShot::new(files))
+    } else {
+        Box::new(PiTryboot::new(files))
+    };
     let cfg = DeviceConfig {
         arch: Arch::X86_64,
         platform,
@@ -116,8 +130,9 @@ fn open(
         running,
         public_key: key.public(),
         state_dir: dir.join("perm/krazy"),
+        min_version: 1,
     };
-    Device::open(cfg, storage, Box::new(flow)).ok()
+    Device::open(cfg, storage, flow).ok()
 }
 
 /// A slot's root and boot files.
@@ -145,6 +160,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Platform::Pi3
     };
+    let software = flags & 32 != 0;
     let key = SecretKey::from_seed([5; 32]);
     let other = SecretKey::from_seed([6; 32]);
     let dir = workdir();
@@ -179,13 +195,19 @@ fuzz_target!(|data: &[u8]| {
             fs::write(dir.join("efivars").join(format!("{name}-{LOADER_GUID}")), b).unwrap();
         }
     }
-    let Some(mut dev) = open(&dir, platform, running, &build, &key) else {
+    let Some(mut dev) = open(&dir, platform, software, running, &build, &key) else {
         return;
     };
     let mut root: Vec<u8> = Vec::new();
     let mut boot: Vec<u8> = Vec::new();
     // Whether the last signed manifest's parts were both written as signed.
     let mut verified = [false; 2];
+    // Slots an unverified byte may be in (a part was streamed into it since
+    // the last switch that followed two verified parts).
+    let mut tainted = [false; 2];
+    let idx = |s: Slot| (s == Slot::B) as usize;
+    let mut upload = String::new();
+    let mut version = 1u64;
 
     for (op, body) in steps {
         // The running and the committed slot: no request may write them.
@@ -202,7 +224,8 @@ fuzz_target!(|data: &[u8]| {
                 .collect()
         };
         let before = snapshot(&protected);
-        match op % 13 {
+        let pending_slot = running.other();
+        match op % 14 {
             0 => {
                 let text = String::from_utf8_lossy(body);
                 let (method, path) = text.split_once(' ').unwrap_or((&text, ""));
@@ -212,40 +235,65 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             1 => {
-                if dev.put_manifest(body).is_ok() {
+                if let Ok(a) = dev.put_manifest_at(body, NOW) {
                     verified = [false; 2];
+                    upload = a.upload_id;
                 }
             }
             2 | 3 => {
                 // A manifest over the current root and boot bytes, signed by
                 // the instance's key (2) or another one (3), which must fail.
-                let m = Manifest {
-                    protocol: 1,
-                    build_id: String::from_utf8_lossy(body).into_owned(),
-                    arch: Arch::X86_64,
+                // Its first byte picks an old version, an expired one, a
+                // downgrade or the wrong slot.
+                let b0 = body.first().copied().unwrap_or(0);
+                version += 1;
+                let mut m = Manifest::new(
+                    String::from_utf8_lossy(body.get(1..).unwrap_or_default()).into_owned(),
+                    Arch::X86_64,
                     platform,
-                    parts: vec![
+                    if b0 & 0x10 != 0 { running } else { running.other() },
+                    if b0 & 0x80 != 0 { 1 } else { version },
+                    T0,
+                    vec![
                         PartSpec::for_bytes(PartKind::Root, &root),
                         PartSpec::for_bytes(PartKind::Boot, &boot),
                     ],
-                };
-                let signer = if op % 13 == 2 { &key } else { &other };
-                let r = dev.put_manifest(&SignedManifest::sign(&m, signer).to_json());
-                if op % 13 == 3 {
+                );
+                if b0 & 0x40 != 0 {
+                    m.expires = T0 + 1;
+                }
+                if b0 & 0x20 != 0 {
+                    m.allow_downgrade = true;
+                    m.from_build_id = Some(build.clone());
+                    m.expires = T0 + 3600;
+                }
+                let signer = if op % 14 == 2 { &key } else { &other };
+                let r = dev.put_manifest_at(&SignedManifest::sign(&m, signer).to_json(), NOW);
+                if op % 14 == 3 {
                     assert!(r.is_err(), "a manifest signed by another key was accepted");
-                } else if r.is_ok() {
+                }
+                if b0 & 0x40 != 0 && b0 & 0x20 == 0 {
+                    assert!(r.is_err(), "an expired manifest was accepted");
+                }
+                if b0 & 0x80 != 0 && b0 & 0x20 == 0 {
+                    assert!(r.is_err(), "an old version was accepted");
+                }
+                if let Ok(a) = r {
                     verified = [false; 2];
+                    upload = a.upload_id;
                 }
             }
             4 => root = body.to_vec(),
             5 => boot = body.to_vec(),
             6 => {
-                if dev.put_part(PartKind::Root, &root[..]).is_ok() {
+                tainted[idx(pending_slot)] = true;
+                if dev.put_part(PartKind::Root, Some(&upload), &root[..]).is_ok() {
                     verified[0] = true;
                 }
             }
             7 => {
-                if dev.put_part(PartKind::Boot, &boot[..]).is_ok() {
+                tainted[idx(pending_slot)] = true;
+                if dev.put_part(PartKind::Boot, Some(&upload), &boot[..]).is_ok() {
                     verified[1] = true;
                 }
             }
@@ -255,16 +303,20 @@ fuzz_target!(|data: &[u8]| {
                 } else {
                     PartKind::Root
                 };
-                if dev.put_part(kind, body).is_ok() {
+                let id = body.first().is_some_and(|b| b & 2 == 2).then_some(upload.as_str());
+                tainted[idx(pending_slot)] = true;
+                if dev.put_part(kind, id, body).is_ok() {
                     verified[(kind == PartKind::Boot) as usize] = true;
                 }
             }
             9 => {
-                if dev.switch().is_ok() {
+                let id = (body.first() != Some(&0)).then_some(upload.as_str());
+                if let Ok(sw) = dev.switch(id) {
                     assert!(
                         verified == [true, true],
                         "switch accepted an unverified slot"
                     );
+                    tainted[idx(sw.slot)] = false;
                 }
             }
             10 => {
@@ -273,21 +325,35 @@ fuzz_target!(|data: &[u8]| {
             11 => {
                 let _ = dev.roll_back(&String::from_utf8_lossy(body), Some("hello"), &[]);
             }
+            12 => {
+                let _ = dev.cancel();
+            }
             _ => {
                 // A reboot: the device comes back on the running slot, or on
-                // the other one when the body asks for it (a trial boot).
+                // the other one when the body asks for it and the boot flow
+                // can boot it (a trial boot, or a pick from the menu).
+                let can = dev.bootable().unwrap_or_default();
                 drop(dev);
-                if body.first().is_some_and(|b| b & 1 == 1) {
+                if body.first().is_some_and(|b| b & 1 == 1) && can.contains(&running.other()) {
                     running = running.other();
                     build = String::from_utf8_lossy(&body[1..]).into_owned();
                 }
+                assert!(!tainted[idx(running)], "booted slot {running}, which holds unverified bytes");
                 verified = [false; 2];
-                match open(&dir, platform, running, &build, &key) {
+                match open(&dir, platform, software, running, &build, &key) {
                     Some(d) => dev = d,
                     None => return,
                 }
                 let _ = serde_json::to_string(&dev.status()).unwrap();
                 continue;
+            }
+        }
+        if let Ok(can) = dev.bootable() {
+            for s in can {
+                assert!(
+                    !tainted[idx(s)],
+                    "op {op}: slot {s} holds unverified bytes and is bootable"
+                );
             }
         }
         assert!(

@@ -52,6 +52,8 @@ pub const BUILD_ID_PATH: &str = "etc/krazy/build-id";
 pub const SERVICES_PATH: &str = "etc/krazy/services.toml";
 /// The update settings (settle time, health checks) the device reads.
 pub const UPDATE_PATH: &str = "etc/krazy/update.toml";
+/// The root's update version floor (its build epoch), in Unix seconds.
+pub const MIN_VERSION_PATH: &str = "etc/krazy/min-version";
 /// Where the root keeps the `[web]` settings krazy-init reads (ports, TLS,
 /// connection limits; krazy-init's `config::WebSettings`).
 pub const WEB_PATH: &str = "etc/krazy/web.toml";
@@ -574,6 +576,16 @@ fn root_tree(inputs: &Inputs, modules: Option<&Tree>) -> Result<Tree, ImageError
         "root",
         "etc/krazy/update.pub",
         krazy_update::protocol::PublicKey(inputs.secrets.update_public_key).to_text(),
+        0o644,
+        m,
+    )?;
+    // The version floor a device falls back to when its update state is
+    // lost: the build epoch (reproducible, unlike the signing time).
+    add_bytes(
+        &mut t,
+        "root",
+        MIN_VERSION_PATH,
+        format!("{}\n", m.max(1)),
         0o644,
         m,
     )?;

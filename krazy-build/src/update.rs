@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use krazy_disk::{InstanceId, PartitionTable, Role};
 use krazy_update::bootarchive::{self, BootFile};
-use krazy_update::client::{Client, ClientError, Committed, Progress};
+use krazy_update::client::{Client, ClientError, Committed, Progress, Signed};
 use krazy_update::protocol::{
     Arch, Manifest, PartKind, PartSpec, Platform as UPlatform, SecretKey, SignedManifest, Slot,
-    PROTOCOL_VERSION,
+    DEFAULT_EXPIRY_SECONDS, MAX_DOWNGRADE_EXPIRY_SECONDS,
 };
 
 use crate::config::Platform;
@@ -43,6 +43,44 @@ pub enum UpdateError {
     },
 }
 
+/// What the signature says besides the parts: the monotonic version, the
+/// validity and, for a deliberate downgrade, the build it applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signing {
+    /// The version (default: the signing time in Unix seconds).
+    pub version: u64,
+    /// The signing time (Unix seconds).
+    pub signed_at: u64,
+    /// Seconds the manifest stays valid after signing (default 7 days).
+    pub valid_for: u64,
+    /// A deliberate downgrade of the running build with this id (valid for
+    /// at most an hour).
+    pub downgrade_from: Option<String>,
+}
+
+impl Signing {
+    /// Signed now, versioned by the time, valid for 7 days.
+    pub fn now() -> Self {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Signing {
+            version: t,
+            signed_at: t,
+            valid_for: DEFAULT_EXPIRY_SECONDS,
+            downgrade_from: None,
+        }
+    }
+
+    /// A downgrade of `running_build`: valid for at most an hour.
+    pub fn downgrade(mut self, running_build: &str) -> Self {
+        self.downgrade_from = Some(running_build.to_string());
+        self.valid_for = self.valid_for.min(MAX_DOWNGRADE_EXPIRY_SECONDS);
+        self
+    }
+}
+
 /// A new build ready to push.
 #[derive(Debug, Clone)]
 pub struct UpdateParts {
@@ -50,6 +88,9 @@ pub struct UpdateParts {
     pub manifest: Manifest,
     /// Its signed envelope (the `PUT /update/manifest` body).
     pub signed: Vec<u8>,
+    /// The protocol-1 envelope of the same parts, for devices that speak
+    /// only protocol 1.
+    pub signed_v1: Vec<u8>,
     /// The root squashfs.
     pub root: Vec<u8>,
     /// The boot part for the target slot.
@@ -69,13 +110,14 @@ pub fn signing_key(secrets_dir: &Path) -> Result<SecretKey, UpdateError> {
     })
 }
 
-/// The parts of `trees` for `slot`, signed with `key`.
+/// The parts of `trees` for `slot`, signed with `key` as `signing` says.
 pub fn parts(
     inputs: &Inputs,
     trees: &Trees,
     layout: &krazy_disk::Layout,
     slot: Slot,
     key: &SecretKey,
+    signing: &Signing,
 ) -> Result<UpdateParts, UpdateError> {
     let config = &inputs.config;
     let root = image::root_image(trees, inputs.mtime)?;
@@ -133,36 +175,52 @@ pub fn parts(
         Platform::Pc => (Arch::X86_64, UPlatform::Pc),
         Platform::Pi3 => (Arch::Aarch64, UPlatform::Pi3),
     };
-    let manifest = Manifest {
-        protocol: PROTOCOL_VERSION,
-        build_id: trees.build_id.clone(),
+    let mut manifest = Manifest::new(
+        trees.build_id.clone(),
         arch,
         platform,
-        parts: vec![
+        slot,
+        signing.version,
+        signing.signed_at,
+        vec![
             PartSpec::for_bytes(PartKind::Root, &root),
             PartSpec::for_bytes(PartKind::Boot, &boot),
         ],
-    };
+    );
+    manifest.expires = signing.signed_at.saturating_add(signing.valid_for.max(1));
+    if let Some(from) = &signing.downgrade_from {
+        manifest.allow_downgrade = true;
+        manifest.from_build_id = Some(from.clone());
+    }
     let signed = SignedManifest::sign(&manifest, key).to_json();
+    let signed_v1 = SignedManifest::sign_v1(&manifest, key).to_json();
     Ok(UpdateParts {
         manifest,
         signed,
+        signed_v1,
         root,
         boot,
     })
 }
 
 /// Pushes `parts` to the device behind `client`: manifest, root, boot,
-/// switch, reboot, and waits up to `timeout` for the commit.
+/// switch, reboot, and waits up to `timeout` for the commit. A trial armed
+/// earlier is cancelled first and `notice` is told so.
 pub fn push(
     client: &Client,
     parts: &UpdateParts,
     progress: &mut dyn FnMut(Progress),
+    notice: &mut dyn FnMut(&str),
     timeout: Duration,
 ) -> Result<Committed, UpdateError> {
     let mut root = &parts.root[..];
     let mut boot = &parts.boot[..];
     let mut list: [(PartKind, &mut dyn std::io::Read); 2] =
         [(PartKind::Root, &mut root), (PartKind::Boot, &mut boot)];
-    Ok(client.update(&parts.manifest, &parts.signed, &mut list, progress, timeout)?)
+    let signed = Signed {
+        manifest: &parts.manifest,
+        v2: &parts.signed,
+        v1: Some(&parts.signed_v1),
+    };
+    Ok(client.update(signed, &mut list, progress, notice, timeout)?)
 }

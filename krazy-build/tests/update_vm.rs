@@ -127,7 +127,15 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
     let trees2 = image::assemble(&in2, &layout).unwrap();
     assert_ne!(trees2.build_id, r1.build_id);
     let key = update::signing_key(&inst.join("secrets")).unwrap();
-    let p2 = update::parts(&in2, &trees2, &layout, Slot::B, &key).unwrap();
+    let p2 = update::parts(
+        &in2,
+        &trees2,
+        &layout,
+        Slot::B,
+        &key,
+        &update::Signing::now(),
+    )
+    .unwrap();
 
     // A manifest signed with another key: 403, nothing written.
     let other = SecretKey::generate().unwrap();
@@ -138,10 +146,16 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
     }
     // The right manifest, then a root part with one byte changed: 422, the
     // slot is invalid, the running system untouched.
-    check(&vm, "manifest", client.put_manifest(&p2.signed));
+    let id = check(&vm, "manifest", client.put_manifest(&p2.signed)).upload_id;
     let mut bad = p2.root.clone();
     bad[1000] ^= 0x55;
-    match client.put_part(PartKind::Root, bad.len() as u64, &mut &bad[..], &mut |_| {}) {
+    match client.put_part(
+        PartKind::Root,
+        Some(&id),
+        bad.len() as u64,
+        &mut &bad[..],
+        &mut |_| {},
+    ) {
         Err(ClientError::Device { status, .. }) => assert_eq!(status, 422),
         r => panic!("a corrupted part: {r:?}"),
     }
@@ -158,6 +172,7 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
             &client,
             &p2,
             &mut |p| sent = sent.max(p.sent),
+            &mut |_| {},
             Duration::from_secs(400),
         ),
     );
@@ -174,6 +189,15 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
     // count too, so it is larger, never restarted at 1).
     let n2 = count(&hello(hello_port));
     assert!(n2 >= n1 + 2, "hello's count restarted: {n2} after {n1}");
+    // The committed version came through the reboot: v2's own signed
+    // manifest again (a replay) is refused, as an older build would be.
+    assert_eq!(done.features.committed_version, p2.manifest.version);
+    match client.put_manifest(&p2.signed) {
+        Err(ClientError::Device { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (409, "downgrade"))
+        }
+        r => panic!("a replayed manifest: {r:?}"),
+    }
 
     // v3 makes hello fail at once: the gate rolls back to B after the deadline.
     let v3 = instance(
@@ -183,8 +207,22 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
     );
     let in3 = pipeline::prepare(&v3, &opts).unwrap();
     let trees3 = image::assemble(&in3, &layout).unwrap();
-    let p3 = update::parts(&in3, &trees3, &layout, Slot::A, &key).unwrap();
-    match update::push(&client, &p3, &mut |_| {}, Duration::from_secs(400)) {
+    let p3 = update::parts(
+        &in3,
+        &trees3,
+        &layout,
+        Slot::A,
+        &key,
+        &update::Signing::now(),
+    )
+    .unwrap();
+    match update::push(
+        &client,
+        &p3,
+        &mut |_| {},
+        &mut |_| {},
+        Duration::from_secs(400),
+    ) {
         Err(update::UpdateError::Client(ClientError::RolledBack {
             build_id,
             reason,
@@ -224,8 +262,22 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
     );
     let in4 = pipeline::prepare(&v4, &opts).unwrap();
     let trees4 = image::assemble(&in4, &layout).unwrap();
-    let p4 = update::parts(&in4, &trees4, &layout, Slot::A, &key).unwrap();
-    match update::push(&client, &p4, &mut |_| {}, Duration::from_secs(400)) {
+    let p4 = update::parts(
+        &in4,
+        &trees4,
+        &layout,
+        Slot::A,
+        &key,
+        &update::Signing::now(),
+    )
+    .unwrap();
+    match update::push(
+        &client,
+        &p4,
+        &mut |_| {},
+        &mut |_| {},
+        Duration::from_secs(400),
+    ) {
         Err(update::UpdateError::Client(ClientError::RolledBack { build_id, .. })) => {
             assert_eq!(build_id, trees4.build_id)
         }
@@ -270,7 +322,15 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
     );
     let in5 = pipeline::prepare(&v5, &opts).unwrap();
     let trees5 = image::assemble(&in5, &layout).unwrap();
-    let p5 = update::parts(&in5, &trees5, &layout, Slot::A, &key).unwrap();
+    let p5 = update::parts(
+        &in5,
+        &trees5,
+        &layout,
+        Slot::A,
+        &key,
+        &update::Signing::now(),
+    )
+    .unwrap();
     assert!(p5.root.len() > 200 << 20);
     let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let sampler = {
@@ -294,13 +354,14 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
         })
     };
     let before: serde_json::Value = check(&vm, "system", client.get_json("/api/v1/system"));
-    check(&vm, "manifest v5", client.put_manifest(&p5.signed));
+    let id = check(&vm, "manifest v5", client.put_manifest(&p5.signed)).upload_id;
     let t0 = std::time::Instant::now();
     check(
         &vm,
         "200 MB root",
         client.put_part(
             PartKind::Root,
+            Some(&id),
             p5.root.len() as u64,
             &mut &p5.root[..],
             &mut |_| {},
@@ -309,13 +370,14 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
     let krazy_secs = t0.elapsed().as_secs_f64();
     let root_file = t.path().join("root.bin");
     std::fs::write(&root_file, &p5.root).unwrap();
-    check(&vm, "manifest v5 again", client.put_manifest(&p5.signed));
+    let id = check(&vm, "manifest v5 again", client.put_manifest(&p5.signed)).upload_id;
     let password = std::fs::read_to_string(inst.join("secrets/password")).unwrap();
     let curl_put = || {
         let t0 = std::time::Instant::now();
         let out = std::process::Command::new("curl")
             .args(["-sS", "-k", "-o", "/dev/null", "-w", "%{http_code}", "-u"])
             .arg(format!("krazy:{}", password.trim()))
+            .args(["-H", &format!("Krazy-Upload-Id: {id}")])
             .args(["-H", "Content-Type: application/octet-stream", "-T"])
             .arg(&root_file)
             .arg(format!("https://127.0.0.1:{https}/update/root"))
@@ -373,7 +435,7 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
 
     // A power cut during the root upload: v2 boots again, /perm intact.
     let n3 = count(&hello(hello_port));
-    check(&vm, "manifest v5", client.put_manifest(&p5.signed));
+    let id = check(&vm, "manifest v5", client.put_manifest(&p5.signed)).upload_id;
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let uploader = {
         let (c, root, sent) = (
@@ -384,6 +446,7 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
         std::thread::spawn(move || {
             c.put_part(
                 PartKind::Root,
+                Some(&id),
                 root.len() as u64,
                 &mut &root[..],
                 &mut |p| sent.store(p.sent, std::sync::atomic::Ordering::Relaxed),
@@ -417,12 +480,13 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
     // A power cut during the trial boot of v5: the committed v2 comes back.
     let n4 = count(&hello(hello_port));
     let mark = vm.serial_mark();
-    check(&vm, "manifest", client.put_manifest(&p5.signed));
+    let id = check(&vm, "manifest", client.put_manifest(&p5.signed)).upload_id;
     check(
         &vm,
         "root",
         client.put_part(
             PartKind::Root,
+            Some(&id),
             p5.root.len() as u64,
             &mut &p5.root[..],
             &mut |_| {},
@@ -433,12 +497,28 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
         "boot",
         client.put_part(
             PartKind::Boot,
+            Some(&id),
             p5.boot.len() as u64,
             &mut &p5.boot[..],
             &mut |_| {},
         ),
     );
-    check(&vm, "switch", client.switch());
+    check(&vm, "switch", client.switch(Some(&id)));
+    // Armed: the device takes no more bytes (the bypass of issue 12 was a
+    // re-PUT here that streamed unverified bytes onto the armed slot).
+    let small = &p2.root[..4096];
+    match client.put_part(
+        PartKind::Root,
+        Some(&id),
+        small.len() as u64,
+        &mut &small[..],
+        &mut |_| {},
+    ) {
+        Err(ClientError::Device { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (409, "trial_armed"))
+        }
+        r => panic!("a part after the switch: {r:?}"),
+    }
     check(&vm, "reboot", client.reboot());
     check(
         &vm,

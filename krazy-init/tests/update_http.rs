@@ -23,6 +23,8 @@ struct Server {
     addr: String,
     key: SecretKey,
     cert_der: Option<Vec<u8>>,
+    /// The upload id of the last manifest curl put.
+    upload: std::cell::RefCell<String>,
 }
 
 fn serve(tls: bool) -> Server {
@@ -86,7 +88,30 @@ fn serve(tls: bool) -> Server {
         addr,
         key,
         cert_der,
+        upload: Default::default(),
     }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn manifest_of(build: &str, root: &[u8], boot: &[u8]) -> Manifest {
+    Manifest::new(
+        build,
+        Arch::X86_64,
+        Platform::Pc,
+        Slot::B,
+        now(),
+        now(),
+        vec![
+            PartSpec::for_bytes(PartKind::Root, root),
+            PartSpec::for_bytes(PartKind::Boot, boot),
+        ],
+    )
 }
 
 impl Server {
@@ -108,24 +133,17 @@ impl Server {
     }
 
     fn manifest(&self, root: &[u8], boot: &[u8]) -> Vec<u8> {
-        let m = Manifest {
-            protocol: 1,
-            build_id: "v2".into(),
-            arch: Arch::X86_64,
-            platform: Platform::Pc,
-            parts: vec![
-                PartSpec::for_bytes(PartKind::Root, root),
-                PartSpec::for_bytes(PartKind::Boot, boot),
-            ],
-        };
-        SignedManifest::sign(&m, &self.key).to_json()
+        SignedManifest::sign(&manifest_of("v2", root, boot), &self.key).to_json()
     }
 
-    /// `curl -T FILE` with the update content type: (status, body).
+    /// `curl -T FILE` with the update content type and the upload id of
+    /// the last manifest: (status, body).
     fn curl_put(&self, path: &str, file: &Path, content_type: &str) -> (u16, String) {
+        let upload = format!("Krazy-Upload-Id: {}", self.upload.borrow());
         let out = Command::new("curl")
             .args(["-sS", "-k", "-w", "\n%{http_code}", "-u"])
             .arg(format!("krazy:{PASSWORD}"))
+            .args(["-H", &upload])
             .args(["-H", &format!("Content-Type: {content_type}"), "-T"])
             .arg(file)
             .arg(self.url(path))
@@ -139,6 +157,10 @@ impl Server {
             code,
             String::from_utf8_lossy(&out.stderr)
         );
+        if path == "/update/manifest" && code == "200" {
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            *self.upload.borrow_mut() = v["upload_id"].as_str().unwrap().to_string();
+        }
         (code.parse().unwrap_or(0), body.to_string())
     }
 }
@@ -183,6 +205,15 @@ fn curl_uploads(tls: bool) {
     let manifest_file = s.dir.path().join("manifest.json");
     std::fs::write(&root_file, &root).unwrap();
     std::fs::write(&manifest_file, s.manifest(&root, &boot)).unwrap();
+
+    // A part without the accepted manifest's upload id is refused.
+    let (code, body) = s.curl_put("/update/manifest", &manifest_file, "application/json");
+    assert_eq!(code, 200, "{body}");
+    let id = s.upload.replace("0123456789abcdef0123456789abcdef".into());
+    let (code, body) = s.curl_put("/update/root", &root_file, "application/octet-stream");
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("upload_mismatch"), "{body}");
+    *s.upload.borrow_mut() = id;
 
     // The wrong content type never reaches the device.
     let (code, body) = s.curl_put("/update/root", &root_file, "text/plain");
@@ -244,27 +275,19 @@ fn the_client_pushes_a_whole_update_and_arms_the_trial() {
     let root = pattern(80 << 20, 9);
     let boot = boot_archive();
     // Another key's manifest is refused before anything is written.
-    let other = Manifest {
-        protocol: 1,
-        build_id: "evil".into(),
-        arch: Arch::X86_64,
-        platform: Platform::Pc,
-        parts: vec![
-            PartSpec::for_bytes(PartKind::Root, &root),
-            PartSpec::for_bytes(PartKind::Boot, &boot),
-        ],
-    };
+    let other = manifest_of("evil", &root, &boot);
     match c.put_manifest(&SignedManifest::sign(&other, &SecretKey::from_seed([1; 32])).to_json()) {
         Err(ClientError::Device { status, .. }) => assert_eq!(status, 403),
         r => panic!("another key's manifest: {r:?}"),
     }
     assert_eq!(c.status().unwrap().slot_b.state, SlotState::Unknown);
 
-    c.put_manifest(&s.manifest(&root, &boot)).unwrap();
+    let id = c.put_manifest(&s.manifest(&root, &boot)).unwrap().upload_id;
     let mut seen = 0;
     let w = c
         .put_part(
             PartKind::Root,
+            Some(&id),
             root.len() as u64,
             &mut &root[..],
             &mut |p| {
@@ -278,13 +301,14 @@ fn the_client_pushes_a_whole_update_and_arms_the_trial() {
     let w = c
         .put_part(
             PartKind::Boot,
+            Some(&id),
             boot.len() as u64,
             &mut &boot[..],
             &mut |_| {},
         )
         .unwrap();
     assert!(w.slot_complete);
-    let sw = c.switch().unwrap();
+    let sw = c.switch(Some(&id)).unwrap();
     assert_eq!((sw.slot, sw.build_id.as_str()), (Slot::B, "v2"));
     assert_eq!(c.features().unwrap().trial, TrialState::Armed);
     let p = s.dir.path();

@@ -218,15 +218,28 @@ pub fn for_each_file(
     Ok(seen)
 }
 
-/// Writes each file of the archive in `src` into `slot`'s fixed-capacity
-/// file through `files`, padded to its capacity, in chunks of at most 1 MiB.
-/// A file larger than its capacity is refused before any of it is written.
+/// What [`unpack`] wrote, and the loader entry it held back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unpacked {
+    /// The archive's files.
+    pub headers: Vec<Header>,
+    /// `entry.conf`'s bytes: written by [`write_entry`] only once the whole
+    /// part verified and the switch arms the slot, so that no unverified
+    /// loader entry is ever on the ESP.
+    pub entry: Vec<u8>,
+}
+
+/// Writes the kernel and initramfs of the archive in `src` into `slot`'s
+/// fixed-capacity files through `files`, padded to their capacity, in
+/// chunks of at most 1 MiB, and returns the loader entry unwritten. A file
+/// larger than its capacity is refused before any of it is written.
 pub fn unpack(
     src: &mut dyn Read,
     slot: Slot,
     files: &mut dyn BootFiles,
-) -> Result<Vec<Header>, ArchiveError> {
+) -> Result<Unpacked, ArchiveError> {
     let mut buf = vec![0u8; crate::writer::CHUNK];
+    let mut entry = Vec::new();
     let seen = for_each_file(src, |h, body| {
         let path = h.file.esp_path(slot);
         let werr = |source| ArchiveError::Write {
@@ -241,6 +254,14 @@ pub fn unpack(
                 path: path.clone(),
                 capacity,
             });
+        }
+        if h.file == BootFile::Entry {
+            // At most the entry file's capacity (a few KiB), checked above.
+            body.read_to_end(&mut entry).map_err(ArchiveError::Read)?;
+            if entry.len() as u64 != h.size {
+                return Err(ArchiveError::Read(io::ErrorKind::UnexpectedEof.into()));
+            }
+            return Ok(());
         }
         let mut at = 0u64;
         loop {
@@ -272,7 +293,23 @@ pub fn unpack(
         path: "(flush)".into(),
         source,
     })?;
-    Ok(seen)
+    Ok(Unpacked {
+        headers: seen,
+        entry,
+    })
+}
+
+/// Writes `slot`'s loader entry (padded with spaces to its capacity) and
+/// flushes: the step that makes a verified slot selectable.
+pub fn write_entry(files: &mut dyn BootFiles, slot: Slot, entry: &[u8]) -> io::Result<()> {
+    files.overwrite(&BootFile::Entry.esp_path(slot), entry, b' ')?;
+    files.flush()
+}
+
+/// Blanks `slot`'s loader entry (a comment, then spaces): systemd-boot
+/// lists no entry without a kernel line, so the slot cannot be selected.
+pub fn blank_entry(files: &mut dyn BootFiles, slot: Slot) -> io::Result<()> {
+    write_entry(files, slot, crate::bootflow::blank_entry(slot).as_bytes())
 }
 
 /// Writes a boot archive of `files` (name and bytes, names from
@@ -357,14 +394,24 @@ mod tests {
         .unwrap();
         assert_eq!(ar.len() % 512, 0);
         let seen = unpack(&mut &ar[..], Slot::B, &mut files).unwrap();
-        assert_eq!(seen.len(), 3);
+        assert_eq!(seen.headers.len(), 3);
         let k = std::fs::read(dir.path().join("krazy/b/vmlinuz")).unwrap();
         assert_eq!(k.len(), 4096);
         assert!(k.starts_with(b"MZkernel\0\0"));
         assert!(k[8..].iter().all(|&b| b == 0));
+        // The entry is held back, not written: the slot is not selectable
+        // until the whole part verified and a switch writes it.
+        let e = std::fs::read(dir.path().join("loader/entries/krazy-b.conf")).unwrap();
+        assert!(e.iter().all(|&b| b == 0xee));
+        assert_eq!(seen.entry, b"title krazy b\nlinux /krazy/b/vmlinuz\n");
+        write_entry(&mut files, Slot::B, &seen.entry).unwrap();
         let e = std::fs::read(dir.path().join("loader/entries/krazy-b.conf")).unwrap();
         assert!(e.starts_with(b"title krazy b\n"));
         assert!(e.ends_with(b"   "));
+        blank_entry(&mut files, Slot::B).unwrap();
+        let e = std::fs::read(dir.path().join("loader/entries/krazy-b.conf")).unwrap();
+        assert_eq!(e.len(), 512);
+        assert!(!crate::bootflow::entry_is_bootable(&e));
         // Slot A untouched.
         let a = std::fs::read(dir.path().join("krazy/a/vmlinuz")).unwrap();
         assert!(a.iter().all(|&b| b == 0xee));

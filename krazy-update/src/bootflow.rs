@@ -68,6 +68,16 @@ pub trait BootFlow {
     /// Cancels an armed trial (mark bad before it ran).
     fn cancel_trial(&mut self) -> Result<(), FlowError>;
 
+    /// Makes `slot` (not the committed one) unbootable by this flow's
+    /// configuration before the first byte of an update is written into
+    /// it: no one-shot, tryboot or default names it. (pc: the device also
+    /// blanks the slot's loader entry, which lives with the boot files.)
+    fn disarm(&mut self, slot: Slot) -> Result<(), FlowError>;
+
+    /// Every slot a reset could start without a further write by us: what
+    /// "bootable" means for this flow (see the module docs).
+    fn bootable(&mut self) -> Result<Vec<Slot>, FlowError>;
+
     /// Whether the running boot (from `running`) is an uncommitted trial.
     fn is_trial(&mut self, running: Slot) -> Result<bool, FlowError> {
         Ok(running != self.committed()?)
@@ -123,6 +133,27 @@ impl std::fmt::Debug for SystemdBoot {
 
 /// `loader/loader.conf` on the ESP.
 pub const LOADER_CONF: &str = "loader/loader.conf";
+
+/// The loader entry of `slot` on the ESP (`loader/entries/krazy-<slot>.conf`).
+pub fn entry_path(slot: Slot) -> String {
+    format!("loader/entries/{}", SystemdBoot::entry_id(slot))
+}
+
+/// Whether systemd-boot would list a loader entry of these bytes: it has a
+/// `linux`, `efi` or `uki` line (a blanked entry has none).
+pub fn entry_is_bootable(text: &[u8]) -> bool {
+    String::from_utf8_lossy(text).lines().any(|l| {
+        matches!(
+            l.split_whitespace().next(),
+            Some("linux" | "efi" | "uki" | "uki-url")
+        )
+    })
+}
+
+/// What a disarmed slot's loader entry says (padded with spaces).
+pub fn blank_entry(slot: Slot) -> String {
+    format!("# krazy: slot {slot} is being updated and is not bootable until the update is verified and armed\n")
+}
 
 impl SystemdBoot {
     /// The flow over the ESP's files and the EFI variables in `vars`
@@ -194,6 +225,54 @@ impl BootFlow for SystemdBoot {
 
     fn cancel_trial(&mut self) -> Result<(), FlowError> {
         Ok(self.vars.delete("LoaderEntryOneShot", LOADER_GUID)?)
+    }
+
+    fn disarm(&mut self, slot: Slot) -> Result<(), FlowError> {
+        let id = Self::entry_id(slot);
+        for var in ["LoaderEntryOneShot", "LoaderEntryDefault"] {
+            let names = self
+                .vars
+                .read(var, LOADER_GUID)?
+                .and_then(|(_, d)| from_utf16(&d));
+            // Any value other than the committed entry could start something
+            // we did not verify: remove it.
+            if names.is_some_and(|n| n == id || Self::slot_of_entry(&n).is_none()) {
+                self.vars.delete(var, LOADER_GUID)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn bootable(&mut self) -> Result<Vec<Slot>, FlowError> {
+        let mut out = Vec::new();
+        let mut add = |s: Slot| {
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        };
+        if let Ok(s) = self.committed() {
+            add(s);
+        }
+        for var in ["LoaderEntryOneShot", "LoaderEntryDefault"] {
+            if let Some(s) = self
+                .vars
+                .read(var, LOADER_GUID)?
+                .and_then(|(_, d)| from_utf16(&d))
+                .and_then(|id| Self::slot_of_entry(&id))
+            {
+                add(s);
+            }
+        }
+        // systemd-boot's menu lists every entry with a kernel or EFI image.
+        for s in [Slot::A, Slot::B] {
+            let path = entry_path(s);
+            let text = self.esp.read(&path, MAX_CONFIG).unwrap_or_default();
+            if entry_is_bootable(&text) {
+                add(s);
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     fn is_trial(&mut self, running: Slot) -> Result<bool, FlowError> {
@@ -298,6 +377,16 @@ impl PiTryboot {
             pi_boot_partition(committed.other())
         )
     }
+
+    /// autoboot.txt that boots `committed` whether or not the tryboot flag
+    /// is set: what the device writes before updating the other slot.
+    pub fn autoboot_txt_disarmed(committed: Slot) -> String {
+        format!(
+            "[all]\ntryboot_a_b=1\nboot_partition={}\n[tryboot]\nboot_partition={}\n",
+            pi_boot_partition(committed),
+            pi_boot_partition(committed)
+        )
+    }
 }
 
 impl BootFlow for PiTryboot {
@@ -334,13 +423,38 @@ impl BootFlow for PiTryboot {
     }
 
     fn cancel_trial(&mut self) -> Result<(), FlowError> {
-        // Nothing persists before the reboot sets the flag.
+        let committed = self.committed()?;
+        self.disarm(committed.other())
+    }
+
+    fn disarm(&mut self, _slot: Slot) -> Result<(), FlowError> {
+        let committed = self.committed()?;
+        let a = parse_autoboot(&read_text(&mut *self.files, AUTOBOOT_TXT)?);
+        if a.tryboot != Some(committed) {
+            rewrite(
+                &mut *self.files,
+                AUTOBOOT_TXT,
+                &Self::autoboot_txt_disarmed(committed),
+            )?;
+        }
         Ok(())
+    }
+
+    fn bootable(&mut self) -> Result<Vec<Slot>, FlowError> {
+        let a = parse_autoboot(&read_text(&mut *self.files, AUTOBOOT_TXT)?);
+        Ok(slots_of(&[a.all, a.tryboot]))
     }
 
     fn commit(&mut self, slot: Slot) -> Result<(), FlowError> {
         rewrite(&mut *self.files, AUTOBOOT_TXT, &Self::autoboot_txt(slot))
     }
+}
+
+fn slots_of(list: &[Option<Slot>]) -> Vec<Slot> {
+    let mut v: Vec<Slot> = list.iter().flatten().copied().collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 /// A software one-shot on the Pi for kernels that cannot set the tryboot
@@ -403,6 +517,20 @@ impl BootFlow for PiSoftwareOneShot {
             AUTOBOOT_TXT,
             &Self::autoboot_txt(committed, committed),
         )
+    }
+
+    fn disarm(&mut self, _slot: Slot) -> Result<(), FlowError> {
+        let a = parse_autoboot(&read_text(&mut *self.files, AUTOBOOT_TXT)?);
+        let committed = self.committed()?;
+        if a.all != Some(committed) || a.tryboot.is_some() {
+            self.cancel_trial()?;
+        }
+        Ok(())
+    }
+
+    fn bootable(&mut self) -> Result<Vec<Slot>, FlowError> {
+        let a = parse_autoboot(&read_text(&mut *self.files, AUTOBOOT_TXT)?);
+        Ok(slots_of(&[a.all, a.tryboot]))
     }
 
     fn on_boot(&mut self, _running: Slot) -> Result<(), FlowError> {

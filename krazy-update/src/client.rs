@@ -429,6 +429,16 @@ impl Client {
     }
 
     fn request(&self, method: &str, path: &str, body: Body<'_>) -> Result<Answer, ClientError> {
+        self.request_with(method, path, None, body)
+    }
+
+    fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        upload_id: Option<&str>,
+        body: Body<'_>,
+    ) -> Result<Answer, ClientError> {
         let what = format!("{method} {path}");
         let host = self.cfg.host.clone();
         let ioerr = |source| ClientError::Io {
@@ -438,6 +448,12 @@ impl Client {
         };
         let mut conn = self.connect()?;
         let mut head = self.head(method, path, "application/json");
+        if let Some(id) = upload_id {
+            // The id comes from the device's answer: keep it to a header's
+            // safe characters.
+            let id: String = id.chars().filter(char::is_ascii_alphanumeric).collect();
+            head.push_str(&format!("Krazy-Upload-Id: {id}\r\n"));
+        }
         match &body {
             Body::None => {}
             Body::Json(b) => head.push_str(&format!(
@@ -668,10 +684,7 @@ impl Client {
         body: Body<'_>,
     ) -> Result<T, ClientError> {
         let a = self.request(method, path, body)?;
-        serde_json::from_slice(&a.body).map_err(|e| ClientError::BadAnswer {
-            what: format!("{method} {path}"),
-            reason: format!("the body is not the JSON expected: {e}"),
-        })
+        parse_json(method, path, a)
     }
 
     /// `GET /update/features`.
@@ -684,36 +697,56 @@ impl Client {
         self.json("GET", "/update/status", Body::None)
     }
 
-    /// `PUT /update/manifest` with a signed envelope (JSON bytes).
-    pub fn put_manifest(&self, signed: &[u8]) -> Result<Manifest, ClientError> {
+    /// `PUT /update/manifest` with a signed envelope (JSON bytes) to a
+    /// protocol-2 device: the answer carries the upload id.
+    pub fn put_manifest(&self, signed: &[u8]) -> Result<Accepted, ClientError> {
         self.json("PUT", "/update/manifest", Body::Json(signed))
     }
 
-    /// `PUT /update/root` or `/update/boot`: streams exactly `size` bytes of
-    /// `src`, calling `progress` after every chunk.
+    /// `PUT /update/manifest` with a protocol-1 envelope to a protocol-1
+    /// device (its answer, the manifest, is not needed).
+    pub fn put_manifest_v1(&self, signed: &[u8]) -> Result<(), ClientError> {
+        self.request("PUT", "/update/manifest", Body::Json(signed))
+            .map(|_| ())
+    }
+
+    /// `PUT /update/root` or `/update/boot` of upload `upload_id` (none for
+    /// a protocol-1 device): streams exactly `size` bytes of `src`, calling
+    /// `progress` after every chunk.
     pub fn put_part(
         &self,
         part: PartKind,
+        upload_id: Option<&str>,
         size: u64,
         src: &mut dyn Read,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<PartWritten, ClientError> {
         let path = format!("/update/{part}");
-        self.json(
+        let a = self.request_with(
             "PUT",
             &path,
+            upload_id,
             Body::Stream {
                 part,
                 size,
                 src,
                 progress,
             },
-        )
+        )?;
+        parse_json("PUT", &path, a)
     }
 
-    /// `POST /update/switch`: arms a trial boot of the written slot.
-    pub fn switch(&self) -> Result<Switched, ClientError> {
-        self.json("POST", "/update/switch", Body::Json(b"{}"))
+    /// `POST /update/switch` of upload `upload_id`: arms a trial boot of the
+    /// written slot.
+    pub fn switch(&self, upload_id: Option<&str>) -> Result<Switched, ClientError> {
+        let a = self.request_with("POST", "/update/switch", upload_id, Body::Json(b"{}"))?;
+        parse_json("POST", "/update/switch", a)
+    }
+
+    /// `POST /update/cancel`: disarms an armed trial and abandons an upload
+    /// in progress (protocol 2).
+    pub fn cancel(&self) -> Result<Cancelled, ClientError> {
+        self.json("POST", "/update/cancel", Body::Json(b"{}"))
     }
 
     /// `POST /api/v1/reboot`. A connection that drops before the answer
@@ -789,25 +822,31 @@ impl Client {
         }
     }
 
-    /// The whole update: checks the device's features against `manifest`,
-    /// puts the signed manifest (`signed`, the envelope's JSON), streams
-    /// each part from `parts` (every part of the manifest must be given),
-    /// arms the trial, reboots and waits up to `timeout` for the commit.
+    /// The whole update: checks the device's features against the
+    /// manifest, puts the signed manifest (the protocol-1 envelope to a
+    /// protocol-1 device), streams each part from `parts` (every part of
+    /// the manifest must be given), arms the trial, reboots and waits up to
+    /// `timeout` for the commit. A trial armed earlier is cancelled first,
+    /// and `notice` is told so.
     pub fn update(
         &self,
-        manifest: &Manifest,
-        signed: &[u8],
+        signed: Signed<'_>,
         parts: &mut [(PartKind, &mut dyn Read)],
         progress: &mut dyn FnMut(Progress),
+        notice: &mut dyn FnMut(&str),
         timeout: Duration,
     ) -> Result<Committed, ClientError> {
+        let manifest = signed.manifest;
         let f = self.features()?;
-        if f.protocol != PROTOCOL_VERSION {
-            return Err(ClientError::Incompatible(format!(
-                "it speaks update protocol {}, this client {PROTOCOL_VERSION}",
-                f.protocol
-            )));
-        }
+        let v1 = match (f.protocol, signed.v1) {
+            (PROTOCOL_VERSION, _) => None,
+            (PROTOCOL_V1, Some(v1)) => Some(v1),
+            (p, _) => {
+                return Err(ClientError::Incompatible(format!(
+                    "it speaks update protocol {p}, this client speaks {PROTOCOL_VERSION} and {PROTOCOL_V1}"
+                )))
+            }
+        };
         if (f.arch, f.platform) != (manifest.arch, manifest.platform) {
             return Err(ClientError::Incompatible(format!(
                 "it is {}/{}, the build is for {}/{}",
@@ -820,6 +859,21 @@ impl Client {
                 f.build_id, f.running_slot
             )));
         }
+        if manifest.slot != f.running_slot.other() {
+            return Err(ClientError::Incompatible(format!(
+                "the update was built for slot {}, but the device runs slot {} and takes updates into slot {}",
+                manifest.slot,
+                f.running_slot,
+                f.running_slot.other()
+            )));
+        }
+        if v1.is_none() && !manifest.allow_downgrade && manifest.version <= f.committed_version {
+            return Err(ClientError::Incompatible(format!(
+                "its committed build has version {}, not older than this update's {}; \
+                 sign a newer version, or a deliberate downgrade",
+                f.committed_version, manifest.version
+            )));
+        }
         for spec in &manifest.parts {
             if !parts.iter().any(|(k, _)| *k == spec.name) {
                 return Err(ClientError::Incompatible(format!(
@@ -828,14 +882,26 @@ impl Client {
                 )));
             }
         }
-        self.put_manifest(signed)?;
+        let upload_id = match v1 {
+            Some(env) => {
+                self.put_manifest_v1(env)?;
+                None
+            }
+            None => {
+                if f.trial == TrialState::Armed {
+                    let c = self.cancel()?;
+                    notice(&format!("the device had a trial armed: {}", c.message));
+                }
+                Some(self.put_manifest(signed.v2)?.upload_id)
+            }
+        };
         for (kind, src) in parts.iter_mut() {
             let Some(spec) = manifest.part(*kind) else {
                 continue;
             };
-            self.put_part(*kind, spec.size, *src, progress)?;
+            self.put_part(*kind, upload_id.as_deref(), spec.size, *src, progress)?;
         }
-        self.switch()?;
+        self.switch(upload_id.as_deref())?;
         self.reboot()?;
         self.wait_for_build(
             &manifest.build_id,
@@ -843,6 +909,29 @@ impl Client {
             Duration::from_millis(500).min(timeout / 4),
         )
     }
+}
+
+/// A manifest and its signed envelopes, as [`Client::update`] sends them.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed<'a> {
+    /// The manifest.
+    pub manifest: &'a Manifest,
+    /// The protocol-2 envelope ([`SignedManifest::sign`]).
+    pub v2: &'a [u8],
+    /// The protocol-1 envelope ([`SignedManifest::sign_v1`]) for devices in
+    /// the field that speak only protocol 1; without it they are refused.
+    pub v1: Option<&'a [u8]>,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    method: &str,
+    path: &str,
+    a: Answer,
+) -> Result<T, ClientError> {
+    serde_json::from_slice(&a.body).map_err(|e| ClientError::BadAnswer {
+        what: format!("{method} {path}"),
+        reason: format!("the body is not the JSON expected: {e}"),
+    })
 }
 
 #[derive(Debug)]

@@ -159,12 +159,23 @@ impl DirDevice {
     }
 
     /// Opens the update service of this device running build `build_id`
-    /// from `running`, trusting `public_key`.
+    /// from `running`, trusting `public_key`, with a root version floor of 0.
     pub fn open(
         &self,
         running: Slot,
         build_id: &str,
         public_key: PublicKey,
+    ) -> Result<Device, DirDeviceError> {
+        self.open_with_floor(running, build_id, public_key, 0)
+    }
+
+    /// [`DirDevice::open`] with the running root's `min_version`.
+    pub fn open_with_floor(
+        &self,
+        running: Slot,
+        build_id: &str,
+        public_key: PublicKey,
+        min_version: u64,
     ) -> Result<Device, DirDeviceError> {
         let root = |n: &str| -> Result<Box<FileDevice>, DirDeviceError> {
             let path = self.dir.join(n);
@@ -184,6 +195,7 @@ impl DirDevice {
                 running,
                 public_key,
                 state_dir: self.dir.join("perm/krazy"),
+                min_version,
             },
             Storage {
                 root_a: root("root-a")?,

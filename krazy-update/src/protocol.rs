@@ -1,5 +1,7 @@
-//! Protocol version 1: the JSON bodies of the `/update/*` endpoints, the
-//! signed manifest and its envelope, and the ed25519 keys.
+//! Protocol version 2: the JSON bodies of the `/update/*` endpoints, the
+//! signed manifest and its envelope, and the ed25519 keys. [`ManifestV1`]
+//! is the manifest of protocol 1, which the client still signs for devices
+//! in the field that speak only that.
 //!
 //! Every type here is plain serde data; parsing untrusted bytes goes through
 //! [`SignedManifest::from_json`] and [`SignedManifest::verify`], which bound
@@ -13,7 +15,19 @@ use ring::signature::{self, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The older protocol the client still speaks to devices that offer only it.
+pub const PROTOCOL_V1: u32 = 1;
+
+/// How long a signed manifest is accepted by default (seconds after signing).
+pub const DEFAULT_EXPIRY_SECONDS: u64 = 7 * 24 * 3600;
+
+/// The longest validity of a manifest that allows a downgrade (seconds).
+pub const MAX_DOWNGRADE_EXPIRY_SECONDS: u64 = 3600;
+
+/// The header that carries the upload id on parts and the switch.
+pub const UPLOAD_ID_HEADER: &str = "krazy-upload-id";
 
 /// The largest signed manifest envelope accepted (bytes).
 pub const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
@@ -150,6 +164,11 @@ pub struct Features {
     pub build_id: String,
     /// The trial state.
     pub trial: TrialState,
+    /// The version of the committed build (protocol 2): a manifest must
+    /// carry a greater one unless it is a signed downgrade. 0 from a
+    /// protocol-1 device.
+    #[serde(default)]
+    pub committed_version: u64,
 }
 
 /// One part of an update: its kind, exact size and SHA-256.
@@ -193,44 +212,108 @@ pub struct Manifest {
     pub arch: Arch,
     /// The platform the build is for.
     pub platform: Platform,
+    /// The slot the parts were made for (a pc loader entry names its slot's
+    /// root): the device takes the manifest only into this slot.
+    pub slot: Slot,
+    /// Monotonic: greater than the committed build's, unless this is a
+    /// signed downgrade. By default the signing time in Unix seconds.
+    pub version: u64,
+    /// When it was signed (Unix seconds).
+    pub signed_at: u64,
+    /// After this time (Unix seconds) the device refuses it.
+    pub expires: u64,
+    /// A deliberate downgrade of the build `from_build_id` (expiry at most
+    /// one hour after signing).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_downgrade: bool,
+    /// With `allow_downgrade`: the running build it applies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_build_id: Option<String>,
     /// Exactly one `root` and one `boot` part.
     pub parts: Vec<PartSpec>,
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The manifest of protocol 1 (no version, expiry, slot or downgrade
+/// fields): what [`SignedManifest::sign_v1`] signs for a protocol-1 device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestV1 {
+    /// Always [`PROTOCOL_V1`].
+    pub protocol: u32,
+    /// The new build's id.
+    pub build_id: String,
+    /// The architecture.
+    pub arch: Arch,
+    /// The platform.
+    pub platform: Platform,
+    /// One `root` and one `boot` part.
+    pub parts: Vec<PartSpec>,
+}
+
+fn check_build_id(id: &str) -> Result<(), ManifestError> {
+    if id.is_empty() || id.len() > MAX_BUILD_ID_BYTES || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ManifestError::BuildId(id.chars().take(64).collect()));
+    }
+    Ok(())
+}
+
 impl Manifest {
+    /// A manifest of `parts` for `slot` with `version`, signed at
+    /// `signed_at` and valid for [`DEFAULT_EXPIRY_SECONDS`].
+    pub fn new(
+        build_id: impl Into<String>,
+        arch: Arch,
+        platform: Platform,
+        slot: Slot,
+        version: u64,
+        signed_at: u64,
+        parts: Vec<PartSpec>,
+    ) -> Self {
+        Manifest {
+            protocol: PROTOCOL_VERSION,
+            build_id: build_id.into(),
+            arch,
+            platform,
+            slot,
+            version,
+            signed_at,
+            expires: signed_at.saturating_add(DEFAULT_EXPIRY_SECONDS),
+            allow_downgrade: false,
+            from_build_id: None,
+            parts,
+        }
+    }
+
     /// The spec of part `kind`, if listed.
     pub fn part(&self, kind: PartKind) -> Option<&PartSpec> {
         self.parts.iter().find(|p| p.name == kind)
     }
 
-    /// Checks the manifest's own consistency (not the target).
+    /// Checks the manifest's own consistency (not the target, the clock or
+    /// the device's version floor).
     pub fn check(&self) -> Result<(), ManifestError> {
         if self.protocol != PROTOCOL_VERSION {
             return Err(ManifestError::Protocol(self.protocol));
         }
-        let id = &self.build_id;
-        if id.is_empty()
-            || id.len() > MAX_BUILD_ID_BYTES
-            || !id.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return Err(ManifestError::BuildId(id.chars().take(64).collect()));
+        check_build_id(&self.build_id)?;
+        check_parts(&self.parts)?;
+        if self.expires <= self.signed_at {
+            return Err(ManifestError::Expiry);
         }
-        for kind in [PartKind::Root, PartKind::Boot] {
-            match self.parts.iter().filter(|p| p.name == kind).count() {
-                1 => {}
-                n => return Err(ManifestError::PartCount { kind, count: n }),
+        if self.allow_downgrade {
+            match &self.from_build_id {
+                Some(id) => check_build_id(id)?,
+                None => return Err(ManifestError::Downgrade),
             }
-        }
-        if self.parts.len() != 2 {
-            return Err(ManifestError::PartCount {
-                kind: PartKind::Root,
-                count: self.parts.len(),
-            });
-        }
-        for p in &self.parts {
-            if p.digest().is_none() || p.sha256.bytes().any(|b| b.is_ascii_uppercase()) {
-                return Err(ManifestError::Digest(p.name));
+            if self.expires - self.signed_at > MAX_DOWNGRADE_EXPIRY_SECONDS {
+                return Err(ManifestError::Downgrade);
             }
+        } else if self.from_build_id.is_some() {
+            return Err(ManifestError::Downgrade);
         }
         Ok(())
     }
@@ -241,6 +324,39 @@ impl Manifest {
         // Serializing plain structs of strings and numbers cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
     }
+
+    /// The protocol-1 form of this manifest (what a protocol-1 device
+    /// checks): the build, target and parts, nothing else.
+    pub fn to_v1(&self) -> ManifestV1 {
+        ManifestV1 {
+            protocol: PROTOCOL_V1,
+            build_id: self.build_id.clone(),
+            arch: self.arch,
+            platform: self.platform,
+            parts: self.parts.clone(),
+        }
+    }
+}
+
+fn check_parts(parts: &[PartSpec]) -> Result<(), ManifestError> {
+    for kind in [PartKind::Root, PartKind::Boot] {
+        match parts.iter().filter(|p| p.name == kind).count() {
+            1 => {}
+            n => return Err(ManifestError::PartCount { kind, count: n }),
+        }
+    }
+    if parts.len() != 2 {
+        return Err(ManifestError::PartCount {
+            kind: PartKind::Root,
+            count: parts.len(),
+        });
+    }
+    for p in parts {
+        if p.digest().is_none() || p.sha256.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(ManifestError::Digest(p.name));
+        }
+    }
+    Ok(())
 }
 
 /// Why a manifest or its envelope was refused.
@@ -264,8 +380,15 @@ pub enum ManifestError {
     #[error("the signed manifest body is not valid manifest JSON: {0}")]
     Json(String),
     /// Another protocol version.
-    #[error("the manifest is for protocol version {0}, this device speaks version 1")]
+    #[error("the manifest is for update protocol version {0}, this device speaks version 2; update the krazy client that sent it")]
     Protocol(u32),
+    /// `expires` is not after `signed_at`.
+    #[error("the manifest expires before it was signed")]
+    Expiry,
+    /// `allow_downgrade` without `from_build_id`, with an expiry of more
+    /// than an hour, or `from_build_id` without `allow_downgrade`.
+    #[error("a downgrade manifest needs allow_downgrade, from_build_id and an expiry of at most one hour after signing")]
+    Downgrade,
     /// A build id that is empty, too long or not printable ASCII.
     #[error(
         "the manifest's build id {0:?} is empty, longer than 128 bytes or not printable ASCII"
@@ -339,9 +462,55 @@ impl SignedManifest {
         serde_json::from_slice(bytes).map_err(|e| ManifestError::Envelope(e.to_string()))
     }
 
+    /// Signs the protocol-1 form of `manifest` (for a device that speaks
+    /// only protocol 1).
+    pub fn sign_v1(manifest: &Manifest, key: &SecretKey) -> Self {
+        let bytes = serde_json::to_vec(&manifest.to_v1()).unwrap_or_default();
+        let sig = key.pair.sign(&bytes);
+        SignedManifest {
+            manifest: B64.encode(&bytes),
+            signature: B64.encode(sig.as_ref()),
+        }
+    }
+
     /// Checks the signature with `key`, then parses and checks the manifest.
     /// Nothing of the manifest is looked at before the signature verifies.
     pub fn verify(&self, key: &PublicKey) -> Result<Manifest, ManifestError> {
+        let body = self.verified_bytes(key)?;
+        let m: Manifest = match serde_json::from_slice(&body) {
+            Ok(m) => m,
+            Err(e) => {
+                // A protocol-1 manifest signed by the right key: say which
+                // versions meet instead of naming a missing field.
+                #[derive(Deserialize)]
+                struct Version {
+                    protocol: u32,
+                }
+                return Err(match serde_json::from_slice::<Version>(&body) {
+                    Ok(v) if v.protocol != PROTOCOL_VERSION => ManifestError::Protocol(v.protocol),
+                    _ => ManifestError::Json(e.to_string()),
+                });
+            }
+        };
+        m.check()?;
+        Ok(m)
+    }
+
+    /// Checks the signature of a protocol-1 envelope and parses it (what a
+    /// protocol-1 device does; for tests and tools).
+    pub fn verify_v1(&self, key: &PublicKey) -> Result<ManifestV1, ManifestError> {
+        let body = self.verified_bytes(key)?;
+        let m: ManifestV1 =
+            serde_json::from_slice(&body).map_err(|e| ManifestError::Json(e.to_string()))?;
+        if m.protocol != PROTOCOL_V1 {
+            return Err(ManifestError::Protocol(m.protocol));
+        }
+        check_build_id(&m.build_id)?;
+        check_parts(&m.parts)?;
+        Ok(m)
+    }
+
+    fn verified_bytes(&self, key: &PublicKey) -> Result<Vec<u8>, ManifestError> {
         let body = B64
             .decode(self.manifest.as_bytes())
             .map_err(|_| ManifestError::Base64("manifest"))?;
@@ -351,10 +520,7 @@ impl SignedManifest {
         UnparsedPublicKey::new(&signature::ED25519, &key.0)
             .verify(&body, &sig)
             .map_err(|_| ManifestError::BadSignature)?;
-        let m: Manifest =
-            serde_json::from_slice(&body).map_err(|e| ManifestError::Json(e.to_string()))?;
-        m.check()?;
-        Ok(m)
+        Ok(body)
     }
 }
 
@@ -539,6 +705,39 @@ pub struct Status {
     pub slot_b: SlotStatus,
     /// The last trial, or null before the first.
     pub last_trial: Option<LastTrial>,
+    /// The committed build's version (0 from a protocol-1 device).
+    #[serde(default)]
+    pub committed_version: u64,
+}
+
+/// Body of a successful `PUT /update/manifest` (protocol 2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The id every part and the switch of this upload must carry in the
+    /// `Krazy-Upload-Id` header.
+    pub upload_id: String,
+    /// The manifest as accepted.
+    pub manifest: Manifest,
+}
+
+/// Body of a successful `POST /update/cancel`: what was undone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancelled {
+    /// The armed trial that was disarmed, if there was one.
+    pub disarmed: Option<SlotBuild>,
+    /// The upload that was abandoned (manifest accepted, not switched), if any.
+    pub abandoned_upload: Option<SlotBuild>,
+    /// A sentence saying what was undone (or that there was nothing to undo).
+    pub message: String,
+}
+
+/// A slot and the build in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotBuild {
+    /// The slot.
+    pub slot: Slot,
+    /// The build.
+    pub build_id: String,
 }
 
 /// Body of every non-2xx answer: `{"error": "<code>", "message": "<sentence>"}`.
@@ -621,16 +820,18 @@ mod tests {
     }
 
     fn manifest() -> Manifest {
-        Manifest {
-            protocol: 1,
-            build_id: "2026-11-02T10:00:00Z-abc".into(),
-            arch: Arch::X86_64,
-            platform: Platform::Pc,
-            parts: vec![
+        Manifest::new(
+            "2026-11-02T10:00:00Z-abc",
+            Arch::X86_64,
+            Platform::Pc,
+            Slot::B,
+            1_790_000_000,
+            1_790_000_000,
+            vec![
                 PartSpec::for_bytes(PartKind::Root, b"root"),
                 PartSpec::for_bytes(PartKind::Boot, b"boot"),
             ],
-        }
+        )
     }
 
     #[test]
@@ -671,12 +872,19 @@ mod tests {
             committed_slot: Slot::B,
             build_id: "x".into(),
             trial: TrialState::Trial,
+            committed_version: 7,
         };
         let j = serde_json::to_string(&f).unwrap();
         assert_eq!(
             j,
-            r#"{"protocol":1,"arch":"aarch64","platform":"pi3","running_slot":"a","committed_slot":"b","build_id":"x","trial":"trial"}"#
+            r#"{"protocol":1,"arch":"aarch64","platform":"pi3","running_slot":"a","committed_slot":"b","build_id":"x","trial":"trial","committed_version":7}"#
         );
+        // A protocol-1 device's features (no committed_version) still parse.
+        let v1: Features = serde_json::from_str(
+            r#"{"protocol":1,"arch":"aarch64","platform":"pi3","running_slot":"a","committed_slot":"b","build_id":"x","trial":"trial"}"#,
+        )
+        .unwrap();
+        assert_eq!(v1.committed_version, 0);
         let lt = LastTrial {
             outcome: TrialOutcome::RolledBack,
             reason: Some("r".into()),
@@ -702,8 +910,45 @@ mod tests {
         m.build_id = "has space".into();
         assert!(matches!(m.check(), Err(ManifestError::BuildId(_))));
         let mut m = manifest();
-        m.protocol = 2;
-        assert_eq!(m.check(), Err(ManifestError::Protocol(2)));
+        m.protocol = 1;
+        assert_eq!(m.check(), Err(ManifestError::Protocol(1)));
+        let mut m = manifest();
+        m.expires = m.signed_at;
+        assert_eq!(m.check(), Err(ManifestError::Expiry));
+        // A downgrade names the build it applies to and lives an hour at most.
+        let mut m = manifest();
+        m.allow_downgrade = true;
+        assert_eq!(m.check(), Err(ManifestError::Downgrade));
+        m.from_build_id = Some("v3".into());
+        assert_eq!(m.check(), Err(ManifestError::Downgrade));
+        m.expires = m.signed_at + MAX_DOWNGRADE_EXPIRY_SECONDS;
+        assert_eq!(m.check(), Ok(()));
+        m.allow_downgrade = false;
+        assert_eq!(m.check(), Err(ManifestError::Downgrade));
+    }
+
+    #[test]
+    fn protocol_1_forms() {
+        let key = SecretKey::from_seed([7; 32]);
+        let m = manifest();
+        // What a protocol-1 device reads: exactly its five fields.
+        let v1 = SignedManifest::sign_v1(&m, &key);
+        let body = B64.decode(&v1.manifest).unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let keys: Vec<&str> = j.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        assert_eq!(keys.len(), 5, "{keys:?}");
+        assert_eq!(j["protocol"], 1);
+        assert_eq!(v1.verify_v1(&key.public()).unwrap(), m.to_v1());
+        // This device refuses it, naming both versions.
+        let e = v1.verify(&key.public()).unwrap_err();
+        assert_eq!(e, ManifestError::Protocol(1));
+        assert!(e.to_string().contains("version 1") && e.to_string().contains("version 2"));
+        // Downgrade fields are absent from an ordinary manifest's JSON.
+        let text = String::from_utf8(m.to_canonical_json()).unwrap();
+        assert!(
+            !text.contains("downgrade") && !text.contains("from_build_id"),
+            "{text}"
+        );
     }
 
     #[test]

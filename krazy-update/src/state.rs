@@ -4,6 +4,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -23,7 +24,9 @@ pub struct State {
     pub slot_a: SlotRecord,
     /// Slot B's record.
     pub slot_b: SlotRecord,
-    /// The manifest being installed into the inactive slot, if any.
+    /// The manifest being installed into the inactive slot, if any (an
+    /// upload a protocol-1 build left behind reads as none).
+    #[serde(default, deserialize_with = "lenient")]
     pub pending: Option<Pending>,
     /// A trial armed by `switch` for the next boot.
     pub armed: Option<Armed>,
@@ -32,6 +35,17 @@ pub struct State {
     /// The `reboot(2)` argument the armed trial needs, if any.
     #[serde(default)]
     pub reboot_argument: Option<String>,
+    /// The committed build's version: a manifest must carry a greater one.
+    /// Absent (state from protocol 1, or lost) means the root's floor.
+    #[serde(default)]
+    pub committed_version: Option<u64>,
+}
+
+/// `pending` as written by this protocol, or none for anything else (a
+/// protocol-1 manifest in it must not make the state unreadable).
+fn lenient<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Pending>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
 }
 
 impl State {
@@ -61,6 +75,9 @@ pub struct SlotRecord {
     pub state: SlotState,
     /// Why it is invalid.
     pub reason: Option<String>,
+    /// The signed version of the build in it, when it came by an update.
+    #[serde(default)]
+    pub version: Option<u64>,
 }
 
 impl Default for SlotRecord {
@@ -69,6 +86,7 @@ impl Default for SlotRecord {
             build_id: None,
             state: SlotState::Unknown,
             reason: None,
+            version: None,
         }
     }
 }
@@ -91,8 +109,14 @@ pub struct Pending {
     pub slot: Slot,
     /// The manifest.
     pub manifest: Manifest,
+    /// The id the parts and the switch of this upload carry.
+    pub upload_id: String,
     /// Parts written and verified.
     pub done: Vec<PartKind>,
+    /// pc: the verified boot part's loader entry, written to the ESP only
+    /// by the switch (until then the slot's entry stays blank).
+    #[serde(default)]
+    pub entry: Option<Vec<u8>>,
 }
 
 /// A trial armed for the next boot.
@@ -102,6 +126,9 @@ pub struct Armed {
     pub slot: Slot,
     /// Its build.
     pub build_id: String,
+    /// Its signed version.
+    #[serde(default)]
+    pub version: Option<u64>,
 }
 
 /// Why the state could not be loaded or stored.
@@ -162,9 +189,24 @@ pub fn store(dir: &Path, state: &State) -> Result<(), StateError> {
         path: path.clone(),
         source,
     };
-    fs::create_dir_all(dir).map_err(|e| io("creating the directory of", e))?;
+    // The state is the device's own: 0700 directory, 0600 file.
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| io("creating the directory of", e))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| io("restricting the directory of", e))?;
     let bytes = serde_json::to_vec_pretty(state).unwrap_or_default();
-    let mut f = File::create(&tmp).map_err(|e| io("creating a temp file for", e))?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| io("creating a temp file for", e))?;
+    f.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(|e| io("restricting a temp file for", e))?;
     f.write_all(&bytes).map_err(|e| io("writing", e))?;
     f.sync_all().map_err(|e| io("syncing", e))?;
     fs::rename(&tmp, &path).map_err(|e| io("renaming into", e))?;
@@ -190,5 +232,32 @@ mod tests {
         assert!(!sub.join(".update.json.tmp").exists());
         fs::write(sub.join(STATE_FILE), b"{").unwrap();
         assert!(matches!(load(&sub), Err(StateError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn secret_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("krazy");
+        fs::create_dir(&sub).unwrap();
+        fs::set_permissions(&sub, fs::Permissions::from_mode(0o755)).unwrap();
+        store(&sub, &State::default()).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&sub), 0o700);
+        assert_eq!(mode(&sub.join(STATE_FILE)), 0o600);
+    }
+
+    #[test]
+    fn a_protocol_1_upload_reads_as_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = r#"{"slot_a":{"build_id":"v1","state":"valid","reason":null},
+            "slot_b":{"build_id":"v2","state":"valid","reason":null},
+            "pending":{"slot":"b","manifest":{"protocol":1,"build_id":"v2","arch":"x86_64",
+              "platform":"pc","parts":[]},"done":["root","boot"]},
+            "armed":{"slot":"b","build_id":"v2"},"last_trial":null,"reboot_argument":null}"#;
+        fs::write(dir.path().join(STATE_FILE), v1).unwrap();
+        let s = load(dir.path()).unwrap();
+        assert_eq!(s.pending, None);
+        assert_eq!(s.armed.unwrap().build_id, "v2");
+        assert_eq!(s.committed_version, None);
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use krazy_update::bootarchive::{write_archive, BootFile};
-use krazy_update::client::{Client, ClientConfig, ClientError, Progress};
+use krazy_update::client::{Client, ClientConfig, ClientError, Progress, Signed};
 use krazy_update::device::{Device, Route};
 use krazy_update::dirdevice::{DirDevice, DirSizes};
 use krazy_update::protocol::*;
@@ -33,6 +33,9 @@ struct Sim {
     key: SecretKey,
     device: Option<Device>,
     health: Health,
+    /// Speak protocol 1 on the wire (what devices in the field run): a
+    /// protocol-1 envelope, no upload ids, features without a version.
+    v1: Option<String>,
 }
 
 impl Sim {
@@ -44,9 +47,17 @@ impl Sim {
             key: SecretKey::from_seed([8; 32]),
             device: None,
             health,
+            v1: None,
         };
         sim.boot("v1");
         sim
+    }
+
+    fn protocol_1(health: Health) -> Sim {
+        Sim {
+            v1: Some(String::new()),
+            ..Sim::new(health)
+        }
     }
 
     fn p(&self) -> &Path {
@@ -127,6 +138,7 @@ fn handle<S: Read + Write>(sim: &mut Sim, stream: S) {
         it.next().unwrap_or("").to_string(),
     );
     let (mut auth, mut ctype, mut length) = (String::new(), String::new(), 0u64);
+    let mut upload: Option<String> = None;
     loop {
         let mut h = String::new();
         if r.read_line(&mut h).unwrap_or(0) == 0 {
@@ -141,6 +153,7 @@ fn handle<S: Read + Write>(sim: &mut Sim, stream: S) {
             "authorization" => auth = v.trim().to_string(),
             "content-type" => ctype = v.trim().to_string(),
             "content-length" => length = v.trim().parse().unwrap(),
+            "krazy-upload-id" => upload = Some(v.trim().to_string()),
             _ => {}
         }
     }
@@ -167,23 +180,73 @@ fn handle<S: Read + Write>(sim: &mut Sim, stream: S) {
             let _ = std::io::copy(&mut body, &mut std::io::sink());
             error(w, 415, "content_type", "wrong Content-Type");
         } else {
+            if sim.v1.is_some() {
+                // A protocol-1 device has no upload ids: the new client must
+                // not depend on one.
+                assert!(upload.is_none(), "upload id sent to a protocol-1 device");
+                upload = sim.v1.clone();
+            }
+            let key = SecretKey::from_seed([8; 32]);
+            let v1 = sim.v1.is_some();
             let d = sim.device.as_mut().unwrap();
             let res = match route {
+                Route::Features if v1 => {
+                    let mut f = serde_json::to_value(d.features()).unwrap();
+                    f["protocol"] = 1.into();
+                    f.as_object_mut().unwrap().remove("committed_version");
+                    Ok(serde_json::to_vec(&f).unwrap())
+                }
                 Route::Features => Ok(serde_json::to_vec(&d.features()).unwrap()),
                 Route::Status => Ok(serde_json::to_vec(&d.status()).unwrap()),
+                Route::Manifest if v1 => {
+                    // What a protocol-1 device checks (its manifest struct,
+                    // unknown fields refused); its slot and version are implied.
+                    let mut b = Vec::new();
+                    body.read_to_end(&mut b).unwrap();
+                    let m = SignedManifest::from_json(&b)
+                        .and_then(|e| e.verify_v1(&key.public()))
+                        .map_err(krazy_update::device::Error::from);
+                    m.and_then(|m| {
+                        let f = d.features();
+                        let m2 = Manifest::new(
+                            m.build_id.clone(),
+                            m.arch,
+                            m.platform,
+                            f.running_slot.other(),
+                            f.committed_version + 1,
+                            1_790_000_000,
+                            m.parts.clone(),
+                        );
+                        let env = SignedManifest::sign(&m2, &key).to_json();
+                        d.put_manifest_at(&env, 1_790_000_000).map(|a| {
+                            upload = Some(a.upload_id);
+                            serde_json::to_vec(&m).unwrap()
+                        })
+                    })
+                }
                 Route::Manifest => {
                     let mut b = Vec::new();
                     body.read_to_end(&mut b).unwrap();
-                    d.put_manifest(&b).map(|m| serde_json::to_vec(&m).unwrap())
+                    d.put_manifest_at(&b, 1_790_000_000)
+                        .map(|m| serde_json::to_vec(&m).unwrap())
                 }
                 Route::Part(k) => d
-                    .put_part(k, &mut body)
+                    .put_part(k, upload.as_deref(), &mut body)
                     .map(|m| serde_json::to_vec(&m).unwrap()),
                 Route::Switch => {
                     let _ = std::io::copy(&mut body, &mut std::io::sink());
-                    d.switch().map(|m| serde_json::to_vec(&m).unwrap())
+                    d.switch(upload.as_deref())
+                        .map(|m| serde_json::to_vec(&m).unwrap())
+                }
+                Route::Cancel if v1 => Err(krazy_update::device::Error::NoManifest(PartKind::Root)),
+                Route::Cancel => {
+                    let _ = std::io::copy(&mut body, &mut std::io::sink());
+                    d.cancel().map(|m| serde_json::to_vec(&m).unwrap())
                 }
             };
+            if v1 && route == Route::Manifest {
+                sim.v1 = upload.clone();
+            }
             match res {
                 Ok(b) => respond(w, 200, &b),
                 Err(e) => respond(w, e.http_status(), &serde_json::to_vec(&e.body()).unwrap()),
@@ -251,11 +314,16 @@ fn serve(mut sim: Sim, tls: Option<Arc<rustls::ServerConfig>>) -> String {
 struct Build {
     manifest: Manifest,
     signed: Vec<u8>,
+    signed_v1: Vec<u8>,
     root: Vec<u8>,
     boot: Vec<u8>,
 }
 
 fn build(key: &SecretKey, id: &str) -> Build {
+    build_for(key, id, Slot::B)
+}
+
+fn build_for(key: &SecretKey, id: &str, slot: Slot) -> Build {
     let root: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     let mut boot = Vec::new();
     write_archive(
@@ -266,32 +334,50 @@ fn build(key: &SecretKey, id: &str) -> Build {
         ],
     )
     .unwrap();
-    let manifest = Manifest {
-        protocol: 1,
-        build_id: id.into(),
-        arch: Arch::X86_64,
-        platform: Platform::Pc,
-        parts: vec![
+    // Each test's device runs slot A; the version is the build's number.
+    let manifest = Manifest::new(
+        id,
+        Arch::X86_64,
+        Platform::Pc,
+        slot,
+        id[1..].parse().unwrap(),
+        1_790_000_000,
+        vec![
             PartSpec::for_bytes(PartKind::Root, &root),
             PartSpec::for_bytes(PartKind::Boot, &boot),
         ],
-    };
+    );
     let signed = SignedManifest::sign(&manifest, key).to_json();
+    let signed_v1 = SignedManifest::sign_v1(&manifest, key).to_json();
     Build {
         manifest,
         signed,
+        signed_v1,
         root,
         boot,
     }
 }
 
 fn run_update(c: &Client, b: &Build, progress: &mut Vec<Progress>) -> Result<(), ClientError> {
+    run_update_noting(c, b, progress, &mut Vec::new())
+}
+
+fn run_update_noting(
+    c: &Client,
+    b: &Build,
+    progress: &mut Vec<Progress>,
+    notes: &mut Vec<String>,
+) -> Result<(), ClientError> {
     let (mut root, mut boot) = (&b.root[..], &b.boot[..]);
     c.update(
-        &b.manifest,
-        &b.signed,
+        Signed {
+            manifest: &b.manifest,
+            v2: &b.signed,
+            v1: Some(&b.signed_v1),
+        },
         &mut [(PartKind::Root, &mut root), (PartKind::Boot, &mut boot)],
         &mut |p| progress.push(p),
+        &mut |n| notes.push(n.to_string()),
         Duration::from_secs(30),
     )
     .map(|done| {
@@ -353,11 +439,17 @@ fn corrupted_part_is_reported_with_the_devices_422() {
     let host = serve(Sim::new(Health::Pass), None);
     let c = Client::new(ClientConfig::new(host, PASSWORD)).unwrap();
     let b = build(&SecretKey::from_seed([8; 32]), "v2");
-    c.put_manifest(&b.signed).unwrap();
+    let id = c.put_manifest(&b.signed).unwrap().upload_id;
     let mut bad = b.root.clone();
     bad[2_000_000] ^= 1;
     let e = c
-        .put_part(PartKind::Root, bad.len() as u64, &mut &bad[..], &mut |_| {})
+        .put_part(
+            PartKind::Root,
+            Some(&id),
+            bad.len() as u64,
+            &mut &bad[..],
+            &mut |_| {},
+        )
         .unwrap_err();
     match &e {
         ClientError::Device { status, code, .. } => {
@@ -367,12 +459,13 @@ fn corrupted_part_is_reported_with_the_devices_422() {
     }
     assert!(e.to_string().contains("422 hash_mismatch"), "{e}");
     assert!(e.to_string().contains("SHA-256"), "{e}");
-    let e = c.switch().unwrap_err();
+    let e = c.switch(Some(&id)).unwrap_err();
     assert!(matches!(e, ClientError::Device { status: 409, .. }), "{e}");
     // A short source is the client's own error, and the device calls the
     // stream short.
+    let id = c.put_manifest(&b.signed).unwrap().upload_id;
     let e = c
-        .put_part(PartKind::Root, 10, &mut &b"abc"[..], &mut |_| {})
+        .put_part(PartKind::Root, Some(&id), 10, &mut &b"abc"[..], &mut |_| {})
         .unwrap_err();
     assert!(matches!(e, ClientError::SourceShort { got: 3, .. }), "{e}");
     // The device still runs v1 and takes a good update afterwards.
@@ -447,4 +540,60 @@ fn rollback_is_reported_with_reason_and_log() {
     let evil = build(&SecretKey::from_seed([9; 32]), "v4");
     let e = c.put_manifest(&evil.signed).unwrap_err();
     assert!(matches!(e, ClientError::Device { status: 403, .. }), "{e}");
+}
+
+#[test]
+fn a_protocol_1_device_is_updated_by_this_client() {
+    let host = serve(Sim::protocol_1(Health::Pass), None);
+    let c = Client::new(ClientConfig::new(host, PASSWORD)).unwrap();
+    assert_eq!(c.features().unwrap().protocol, 1);
+    let b = build(&SecretKey::from_seed([8; 32]), "v2");
+    run_update(&c, &b, &mut Vec::new()).unwrap();
+    assert_eq!(c.features().unwrap().build_id, "v2");
+}
+
+#[test]
+fn an_armed_trial_is_cancelled_and_said_so() {
+    let host = serve(Sim::new(Health::Pass), None);
+    let c = Client::new(ClientConfig::new(host, PASSWORD)).unwrap();
+    // Someone armed v2 and never rebooted.
+    let b2 = build(&SecretKey::from_seed([8; 32]), "v2");
+    let id = c.put_manifest(&b2.signed).unwrap().upload_id;
+    for (k, bytes) in [(PartKind::Root, &b2.root), (PartKind::Boot, &b2.boot)] {
+        c.put_part(
+            k,
+            Some(&id),
+            bytes.len() as u64,
+            &mut &bytes[..],
+            &mut |_| {},
+        )
+        .unwrap();
+    }
+    c.switch(Some(&id)).unwrap();
+    assert_eq!(c.features().unwrap().trial, TrialState::Armed);
+    // A new manifest meets 409 trial_armed...
+    let b3 = build(&SecretKey::from_seed([8; 32]), "v3");
+    match c.put_manifest(&b3.signed).unwrap_err() {
+        ClientError::Device { status, code, .. } => {
+            assert_eq!((status, code.as_str()), (409, "trial_armed"))
+        }
+        e => panic!("{e:?}"),
+    }
+    // ...and the whole update cancels it, says so, and goes on.
+    let mut notes = Vec::new();
+    run_update_noting(&c, &b3, &mut Vec::new(), &mut notes).unwrap();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].contains("disarmed the trial boot of slot b (build v2)"),
+        "{notes:?}"
+    );
+    assert_eq!(c.features().unwrap().build_id, "v3");
+    // An older build is refused by the client before anything is sent.
+    let old = build_for(&SecretKey::from_seed([8; 32]), "v2", Slot::A);
+    let e = run_update(&c, &old, &mut Vec::new()).unwrap_err();
+    assert!(matches!(e, ClientError::Incompatible(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("committed build has version 3"),
+        "{e}"
+    );
 }

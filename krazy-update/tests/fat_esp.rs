@@ -114,6 +114,7 @@ fn open_device(dir: &Path, img: &Path, key: &SecretKey, running: Slot, build: &s
             running,
             public_key: key.public(),
             state_dir: dir.join("perm/krazy"),
+            min_version: 0,
         },
         Storage {
             root_a: dev("root-a"),
@@ -202,25 +203,29 @@ fn full_update_on_a_fat_esp_touches_only_the_slot_files() {
     )
     .unwrap();
     let root = vec![0x5a; 300_000];
-    let m = Manifest {
-        protocol: 1,
-        build_id: "v2".into(),
-        arch: Arch::X86_64,
-        platform: Platform::Pc,
-        parts: vec![
+    let m = Manifest::new(
+        "v2",
+        Arch::X86_64,
+        Platform::Pc,
+        Slot::B,
+        2,
+        1_790_000_000,
+        vec![
             PartSpec::for_bytes(PartKind::Root, &root),
             PartSpec::for_bytes(PartKind::Boot, &boot),
         ],
-    };
-    d.put_manifest(&SignedManifest::sign(&m, &key).to_json())
-        .unwrap();
-    d.put_part(PartKind::Root, &root[..]).unwrap();
+    );
+    let id = d
+        .put_manifest_at(&SignedManifest::sign(&m, &key).to_json(), 1_790_000_000)
+        .unwrap()
+        .upload_id;
+    d.put_part(PartKind::Root, Some(&id), &root[..]).unwrap();
     // Read in odd-sized pieces, as from a socket.
     let w = d
-        .put_part(PartKind::Boot, ChunkyReader(&boot[..], 77_777))
+        .put_part(PartKind::Boot, Some(&id), ChunkyReader(&boot[..], 77_777))
         .unwrap();
     assert!(w.slot_complete);
-    d.switch().unwrap();
+    d.switch(Some(&id)).unwrap();
     drop(d);
 
     assert_eq!(firmware_boot(dir, &img), Slot::B);

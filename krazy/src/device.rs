@@ -124,10 +124,21 @@ pub fn logs(client: &Client, service: &str, follow: bool) -> anyhow::Result<()> 
 }
 
 /// `krazy update`: build, push, trial, wait for the commit.
+/// `krazy update`'s signing flags.
+pub struct UpdateSigning {
+    /// `--version`.
+    pub version: Option<u64>,
+    /// `--expires`, in seconds.
+    pub expires: Option<u64>,
+    /// `--allow-downgrade`.
+    pub allow_downgrade: bool,
+}
+
 pub fn update(
     config_path: &Path,
     host: Option<&str>,
     timeout: std::time::Duration,
+    flags: &UpdateSigning,
 ) -> anyhow::Result<()> {
     use krazy_build::{image, pipeline, update};
     let config = Config::load(config_path)?;
@@ -152,7 +163,28 @@ pub fn update(
     }
     let dir = config_path.parent().unwrap_or(Path::new("."));
     let key = update::signing_key(&dir.join("secrets"))?;
-    let parts = update::parts(&inputs, &trees, &layout, target, &key)?;
+    let mut signing = update::Signing::now();
+    if let Some(v) = flags.version {
+        signing.version = v;
+    }
+    if let Some(e) = flags.expires {
+        signing.valid_for = e;
+    }
+    if flags.allow_downgrade {
+        if flags.expires.is_some_and(|e| e > 3600) {
+            anyhow::bail!("--allow-downgrade signs an update valid for at most an hour: use --expires 1h or less");
+        }
+        signing = signing.downgrade(&features.build_id);
+    } else if features.protocol >= 2 && signing.version <= features.committed_version {
+        anyhow::bail!(
+            "{} has committed version {}, and this update's version {} is not greater: \
+             the device would refuse it; pass a larger --version, or --allow-downgrade to go back on purpose",
+            client.host(),
+            features.committed_version,
+            signing.version
+        );
+    }
+    let parts = update::parts(&inputs, &trees, &layout, target, &key, &signing)?;
     let style = indicatif::ProgressStyle::with_template(
         "{prefix:5} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
     )
@@ -187,6 +219,9 @@ pub fn update(
             if let Some((_, b)) = bars.iter().find(|(k, _)| *k == p.part) {
                 b.set_position(p.sent);
             }
+        },
+        &mut |note| {
+            let _ = mp.println(format!("krazy: {note}; going on with this update"));
         },
         timeout,
     );

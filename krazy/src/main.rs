@@ -17,6 +17,28 @@ mod device;
 mod new;
 mod vm;
 
+/// `3600`, `90s`, `90m`, `12h` or `7d`, in seconds.
+fn parse_duration(s: &str) -> Result<u64, String> {
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 3600, 90m, 12h or 7d"))?;
+    let mul = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    match n.checked_mul(mul) {
+        Some(0) | None => Err(format!("{s:?} is not a positive duration")),
+        Some(v) => Ok(v),
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "krazy",
@@ -112,6 +134,18 @@ enum Cmd {
         /// How long to wait for the new build to commit, in seconds.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
+        /// The update's monotonic version (default: the signing time in Unix
+        /// seconds); the device takes only versions above its committed one.
+        #[arg(long = "version", value_name = "N")]
+        update_version: Option<u64>,
+        /// How long the signed update stays valid: seconds, or with a unit
+        /// (`90m`, `12h`, `7d`; default 7d, at most 1h with --allow-downgrade).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        expires: Option<u64>,
+        /// Sign a deliberate downgrade of the build the device runs now (valid
+        /// for that build only, for at most an hour).
+        #[arg(long)]
+        allow_downgrade: bool,
     },
     /// Resolve the kernel and firmware and pin them in krazy.lock.
     Lock {
@@ -168,10 +202,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             instance,
             host,
             timeout,
+            update_version,
+            expires,
+            allow_downgrade,
         } => device::update(
             &instance.path()?,
             host.as_deref(),
             std::time::Duration::from_secs(timeout),
+            &device::UpdateSigning {
+                version: update_version,
+                expires,
+                allow_downgrade,
+            },
         ),
         Cmd::Status {
             instance,

@@ -27,6 +27,8 @@ use crate::supervisor::{LastExit, Supervisor};
 pub const UPDATE_TOML: &str = "/etc/krazy/update.toml";
 /// The update public key in the root image.
 pub const UPDATE_PUB: &str = "/etc/krazy/update.pub";
+/// The root's version floor (its build epoch) in the root image.
+pub const MIN_VERSION: &str = "/etc/krazy/min-version";
 
 /// `/etc/krazy/update.toml`, as krazy-build writes it.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -225,6 +227,14 @@ pub fn open_device(
         root_b: Box::new(part("root-b")?),
         boot,
     };
+    // Without a floor a lost update state would take any old build; a
+    // root built before the floor existed gives 1 (every signed version
+    // is a Unix time or set by hand, so greater).
+    let min_version = std::fs::read_to_string(MIN_VERSION)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .unwrap_or(1)
+        .max(1);
     let cfg = DeviceConfig {
         arch,
         platform,
@@ -232,6 +242,7 @@ pub fn open_device(
         running,
         public_key,
         state_dir,
+        min_version,
     };
     Device::open(cfg, storage, flow).map_err(|e| e.to_string())
 }

@@ -21,6 +21,19 @@ const MAX_JSON_BODY: usize = 1 << 20;
 /// How much of a refused part's body is read and dropped before answering.
 const MAX_DRAIN: usize = 128 << 20;
 
+/// How long a part upload may send nothing before it is cut off (and the
+/// update lock it holds released). Not a total limit: a Pi uploads 30 MB
+/// in about 3 minutes.
+const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The `Krazy-Upload-Id` header's value, if any (at most 64 bytes kept).
+fn upload_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(krazy_update::protocol::UPLOAD_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().chars().take(64).collect())
+}
+
 /// The update service as the web server shares it.
 pub type SharedDevice = Arc<Mutex<Device>>;
 
@@ -107,7 +120,13 @@ pub async fn handle(
         Route::Status => with_device(dev, |d| Ok::<_, DeviceError>(d.status()))
             .await
             .map(answer),
-        Route::Switch => with_device(dev, |d| d.switch()).await.map(answer),
+        Route::Switch => {
+            let id = upload_id(headers);
+            with_device(dev, move |d| d.switch(id.as_deref()))
+                .await
+                .map(answer)
+        }
+        Route::Cancel => with_device(dev, |d| d.cancel()).await.map(answer),
         Route::Manifest => {
             let b = match Limited::new(body, MAX_JSON_BODY).collect().await {
                 Ok(b) => b.to_bytes(),
@@ -120,9 +139,11 @@ pub async fn handle(
         Route::Part(kind) => {
             let (tx, rx) = mpsc::channel::<Bytes>(8);
             let dev2 = dev.clone();
+            let id = upload_id(headers);
             let task = tokio::task::spawn_blocking(move || match dev2.lock() {
                 Ok(mut d) => Some(d.put_part(
                     kind,
+                    id.as_deref(),
                     ChannelReader {
                         rx,
                         buf: Bytes::new(),
@@ -133,7 +154,10 @@ pub async fn handle(
             let mut body = body;
             let mut tx = Some(tx);
             let mut drained = 0usize;
-            while let Some(frame) = body.frame().await {
+            // A client that stops sending holds the update lock: after
+            // BODY_IDLE without a byte the stream ends, the writer sees a
+            // short part and the lock is released.
+            while let Ok(Some(frame)) = tokio::time::timeout(BODY_IDLE, body.frame()).await {
                 // A broken upload ends the stream early: the writer sees a
                 // short part, marks the slot invalid and says so.
                 let Ok(frame) = frame else { break };

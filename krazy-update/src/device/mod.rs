@@ -4,6 +4,17 @@
 //!
 //! The running slot and the committed slot are never written: parts go to
 //! the inactive slot only while the running slot is the committed one.
+//!
+//! Verify, then activate: accepting a manifest first makes the inactive
+//! slot unbootable ([`BootFlow::disarm`], and on pc its loader entry is
+//! blanked); parts stream into it while it cannot be booted; only
+//! [`Device::switch`], after every part of that manifest verified, writes
+//! the loader entry back and arms the trial. While a trial is armed or
+//! running nothing is written. A manifest must carry a version greater than
+//! the committed build's and must not have expired.
+
+mod error;
+mod route;
 
 use std::io::{self, Read};
 use std::path::PathBuf;
@@ -14,8 +25,11 @@ use crate::bootarchive::{self, ArchiveError};
 use crate::bootfiles::BootFiles;
 use crate::bootflow::{BootFlow, FlowError};
 use crate::protocol::*;
-use crate::state::{self, Armed, Pending, State, StateError};
+use crate::state::{self, Armed, Pending, State};
 use crate::writer::{self, VerifyError, Verifying};
+
+pub use error::Error;
+pub use route::Route;
 
 /// What the device is and where it keeps its state.
 #[derive(Debug, Clone)]
@@ -33,6 +47,10 @@ pub struct DeviceConfig {
     pub public_key: PublicKey,
     /// Where `update.json` lives (`/perm/krazy`).
     pub state_dir: PathBuf,
+    /// The running root's version floor (`/etc/krazy/min-version`, its
+    /// build epoch): what the device refuses to go below when its update
+    /// state is lost.
+    pub min_version: u64,
 }
 
 /// Where the boot part of a slot goes.
@@ -58,127 +76,6 @@ pub struct Storage {
     pub boot: BootStorage,
 }
 
-/// Why a request failed; [`Error::http_status`] and [`Error::code`] map it
-/// to an answer.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The manifest was refused (signature, target, syntax).
-    #[error(transparent)]
-    Manifest(#[from] ManifestError),
-    /// A part did not match the manifest; the slot is now invalid.
-    #[error("slot {slot} is now invalid: {source}")]
-    Verify {
-        /// The slot written.
-        slot: Slot,
-        /// What did not match.
-        source: VerifyError,
-    },
-    /// The pc boot archive was refused; the slot is now invalid.
-    #[error("slot {slot} is now invalid: {source}")]
-    Archive {
-        /// The slot written.
-        slot: Slot,
-        /// What was wrong.
-        source: ArchiveError,
-    },
-    /// A part arrived without an accepted manifest listing it.
-    #[error("no accepted manifest lists a {0} part: PUT /update/manifest first")]
-    NoManifest(PartKind),
-    /// The running boot is an uncommitted trial: its other slot is the
-    /// committed one and must not be written.
-    #[error(
-        "the running slot {0} is an uncommitted trial; updates wait until it commits or rolls back"
-    )]
-    TrialRunning(Slot),
-    /// Switch was asked before every part was verified.
-    #[error("slot {slot} is not complete and verified ({state:?}); nothing to switch to")]
-    SlotNotValid {
-        /// The inactive slot.
-        slot: Slot,
-        /// Its state.
-        state: SlotState,
-    },
-    /// The boot flow could not read or write its files.
-    #[error("the {flow} boot flow failed: {source}")]
-    Flow {
-        /// Its name.
-        flow: &'static str,
-        /// The cause.
-        source: FlowError,
-    },
-    /// The persisted state could not be read or written.
-    #[error(transparent)]
-    State(#[from] StateError),
-    /// The device's storage does not fit the platform.
-    #[error(
-        "the {0} boot part needs the platform's boot storage, which this device was not given"
-    )]
-    Storage(Platform),
-}
-
-impl Error {
-    /// The HTTP status of the answer.
-    pub fn http_status(&self) -> u16 {
-        match self {
-            Error::Manifest(ManifestError::BadSignature) => 403,
-            Error::Manifest(ManifestError::WrongTarget { .. }) => 422,
-            Error::Manifest(ManifestError::TooLarge(_)) => 413,
-            Error::Manifest(_) => 400,
-            Error::Verify {
-                source: VerifyError::Write { .. },
-                ..
-            } => 500,
-            Error::Verify {
-                source: VerifyError::TooLarge { .. },
-                ..
-            } => 413,
-            Error::Verify { .. } => 422,
-            Error::Archive {
-                source: ArchiveError::Write { .. },
-                ..
-            } => 500,
-            Error::Archive { .. } => 422,
-            Error::NoManifest(_) | Error::TrialRunning(_) | Error::SlotNotValid { .. } => 409,
-            Error::Flow { .. } | Error::State(_) | Error::Storage(_) => 500,
-        }
-    }
-
-    /// A stable machine-readable code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Error::Manifest(ManifestError::BadSignature) => "bad_signature",
-            Error::Manifest(ManifestError::WrongTarget { .. }) => "wrong_target",
-            Error::Manifest(_) => "bad_manifest",
-            Error::Verify { source, .. } => match source {
-                VerifyError::HashMismatch { .. } => "hash_mismatch",
-                VerifyError::TooLong { .. } | VerifyError::TooShort { .. } => "size_mismatch",
-                VerifyError::TooLarge { .. } => "part_too_large",
-                VerifyError::Read { .. } => "upload_interrupted",
-                VerifyError::Write { .. } => "write_failed",
-            },
-            Error::Archive { source, .. } => match source {
-                ArchiveError::TooLarge { .. } => "boot_file_too_large",
-                ArchiveError::Write { .. } => "write_failed",
-                _ => "boot_archive",
-            },
-            Error::NoManifest(_) => "no_manifest",
-            Error::TrialRunning(_) => "trial_running",
-            Error::SlotNotValid { .. } => "slot_not_valid",
-            Error::Flow { .. } => "boot_flow",
-            Error::State(_) => "state",
-            Error::Storage(_) => "storage",
-        }
-    }
-
-    /// The JSON error body.
-    pub fn body(&self) -> ErrorBody {
-        ErrorBody {
-            error: self.code().into(),
-            message: self.to_string(),
-        }
-    }
-}
-
 /// The update service of one device.
 pub struct Device {
     cfg: DeviceConfig,
@@ -199,50 +96,25 @@ impl std::fmt::Debug for Device {
     }
 }
 
-/// Which endpoint a request is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    /// `GET /update/features`.
-    Features,
-    /// `PUT /update/manifest`.
-    Manifest,
-    /// `PUT /update/root` or `/update/boot`.
-    Part(PartKind),
-    /// `POST /update/switch`.
-    Switch,
-    /// `GET /update/status`.
-    Status,
-}
-
-impl Route {
-    /// The route of `method` and `path`, if it is one of ours.
-    pub fn parse(method: &str, path: &str) -> Option<Route> {
-        Some(match (method, path) {
-            ("GET", "/update/features") => Route::Features,
-            ("PUT", "/update/manifest") => Route::Manifest,
-            ("PUT", "/update/root") => Route::Part(PartKind::Root),
-            ("PUT", "/update/boot") => Route::Part(PartKind::Boot),
-            ("POST", "/update/switch") => Route::Switch,
-            ("GET", "/update/status") => Route::Status,
-            _ => return None,
-        })
-    }
-
-    /// The `Content-Type` a state-changing request must carry (None for GETs).
-    pub fn content_type(self) -> Option<&'static str> {
-        match self {
-            Route::Features | Route::Status => None,
-            Route::Manifest | Route::Switch => Some("application/json"),
-            Route::Part(_) => Some("application/octet-stream"),
-        }
-    }
-}
-
 fn flow_err(flow: &dyn BootFlow) -> impl FnOnce(FlowError) -> Error + '_ {
     move |source| Error::Flow {
         flow: flow.name(),
         source,
     }
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn new_upload_id() -> Result<String, Error> {
+    let mut b = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map_err(|_| Error::Random)?;
+    Ok(hex(&b))
 }
 
 impl Device {
@@ -263,13 +135,16 @@ impl Device {
 
         {
             let r = st.slot_mut(running);
+            if r.build_id.as_deref() != Some(cfg.build_id.as_str()) {
+                r.version = None;
+            }
             r.build_id = Some(cfg.build_id.clone());
             r.state = SlotState::Valid;
             r.reason = None;
         }
         if let Some(p) = st.pending.take() {
             let r = st.slot_mut(p.slot);
-            if p.slot != running && r.state == SlotState::Writing {
+            if p.slot != running && r.state != SlotState::Invalid {
                 r.state = SlotState::Invalid;
                 r.reason = Some("the upload was interrupted by a reboot".into());
             }
@@ -286,11 +161,16 @@ impl Device {
             log: Vec::new(),
         };
         if let Some(a) = st.armed.take() {
+            st.reboot_argument = None;
             st.last_trial = Some(if a.slot == running {
+                if a.version.is_some() {
+                    st.slot_mut(running).version = a.version;
+                }
                 LastTrial {
                     outcome: if trial {
                         TrialOutcome::Pending
                     } else {
+                        st.committed_version = a.version.or(st.committed_version);
                         TrialOutcome::Committed
                     },
                     reason: None,
@@ -305,6 +185,9 @@ impl Device {
         } else if let Some(lt) = st.last_trial.clone() {
             if lt.outcome == TrialOutcome::Pending && (lt.slot != running || !trial) {
                 st.last_trial = Some(if lt.slot == running {
+                    if let Some(v) = st.slot(running).version {
+                        st.committed_version = Some(v);
+                    }
                     LastTrial {
                         outcome: TrialOutcome::Committed,
                         ..lt
@@ -347,6 +230,20 @@ impl Device {
         self.trial
     }
 
+    /// The version a manifest must exceed: the committed build's, and never
+    /// less than the running root's floor.
+    pub fn version_floor(&self) -> u64 {
+        self.state
+            .committed_version
+            .unwrap_or(0)
+            .max(self.cfg.min_version)
+    }
+
+    /// Every slot a reset could boot now (the boot flow's definition).
+    pub fn bootable(&mut self) -> Result<Vec<Slot>, Error> {
+        self.flow.bootable().map_err(flow_err(&*self.flow))
+    }
+
     /// `GET /update/features`.
     pub fn features(&self) -> Features {
         Features {
@@ -357,6 +254,7 @@ impl Device {
             committed_slot: self.committed,
             build_id: self.cfg.build_id.clone(),
             trial: self.trial_state(),
+            committed_version: self.version_floor(),
         }
     }
 
@@ -370,13 +268,51 @@ impl Device {
             slot_a: self.state.slot_a.status(),
             slot_b: self.state.slot_b.status(),
             last_trial: self.state.last_trial.clone(),
+            committed_version: self.version_floor(),
         }
     }
 
-    /// `PUT /update/manifest`: checks the signature before anything else,
-    /// then the target; cancels an armed trial and marks the inactive slot
-    /// as being written.
-    pub fn put_manifest(&mut self, body: &[u8]) -> Result<Manifest, Error> {
+    /// Refuses any write while a trial is armed or running.
+    fn writable(&self) -> Result<(), Error> {
+        if self.trial || self.committed != self.cfg.running {
+            return Err(Error::TrialRunning(self.cfg.running));
+        }
+        if let Some(a) = &self.state.armed {
+            return Err(Error::TrialArmed {
+                slot: a.slot,
+                build_id: a.build_id.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes `slot` unbootable: the flow's configuration no longer names
+    /// it, and on pc its loader entry is blanked.
+    fn disarm(&mut self, slot: Slot) -> Result<(), Error> {
+        self.flow.disarm(slot).map_err(flow_err(&*self.flow))?;
+        if let BootStorage::Esp(esp) = &mut self.storage.boot {
+            bootarchive::blank_entry(&mut **esp, slot).map_err(|e| Error::Flow {
+                flow: "loader entry",
+                source: FlowError::File {
+                    action: "blanking",
+                    path: crate::bootflow::entry_path(slot),
+                    source: e,
+                },
+            })?;
+        }
+        Ok(())
+    }
+
+    /// `PUT /update/manifest` at the device's clock; see [`Device::put_manifest_at`].
+    pub fn put_manifest(&mut self, body: &[u8]) -> Result<Accepted, Error> {
+        self.put_manifest_at(body, now_unix())
+    }
+
+    /// `PUT /update/manifest` when the time is `now` (Unix seconds): checks
+    /// the signature before anything else, then the target, the trial
+    /// state, the slot, the expiry and the version; then makes the inactive
+    /// slot unbootable and starts an upload into it.
+    pub fn put_manifest_at(&mut self, body: &[u8], now: u64) -> Result<Accepted, Error> {
         let m = SignedManifest::from_json(body)?.verify(&self.cfg.public_key)?;
         if m.arch != self.cfg.arch || m.platform != self.cfg.platform {
             return Err(ManifestError::WrongTarget {
@@ -387,31 +323,100 @@ impl Device {
             }
             .into());
         }
-        if self.trial || self.committed != self.cfg.running {
-            return Err(Error::TrialRunning(self.cfg.running));
-        }
-        if self.state.armed.take().is_some() {
-            self.flow.cancel_trial().map_err(flow_err(&*self.flow))?;
-        }
+        self.writable()?;
         let slot = self.cfg.running.other();
+        if m.slot != slot {
+            return Err(Error::WrongSlot {
+                want: m.slot,
+                inactive: slot,
+                running: self.cfg.running,
+            });
+        }
+        if now > m.expires {
+            return Err(Error::Expired {
+                expires: m.expires,
+                now,
+            });
+        }
+        if m.allow_downgrade {
+            let from = m.from_build_id.clone().unwrap_or_default();
+            if from != self.cfg.build_id {
+                return Err(Error::DowngradeBuild {
+                    from,
+                    running: self.cfg.build_id.clone(),
+                });
+            }
+        } else if m.version <= self.version_floor() {
+            return Err(Error::Downgrade {
+                version: m.version,
+                floor: self.version_floor(),
+            });
+        }
+        let upload_id = new_upload_id()?;
+        // Persist "writing" first: a reboot from here on finds the upload
+        // interrupted. Then make the slot unbootable before any byte lands.
         let r = self.state.slot_mut(slot);
         r.build_id = Some(m.build_id.clone());
         r.state = SlotState::Writing;
         r.reason = None;
+        r.version = None;
         self.state.pending = Some(Pending {
             slot,
             manifest: m.clone(),
+            upload_id: upload_id.clone(),
             done: Vec::new(),
+            entry: None,
         });
         state::store(&self.cfg.state_dir, &self.state)?;
-        Ok(m)
+        self.disarm(slot)?;
+        Ok(Accepted {
+            upload_id,
+            manifest: m,
+        })
     }
 
-    /// `PUT /update/root` and `/update/boot`: streams `body` into the
-    /// inactive slot in 1 MiB chunks, checking the manifest's size and hash.
-    /// A mismatch marks the slot invalid (persisted) and is returned.
-    pub fn put_part(&mut self, kind: PartKind, body: impl Read) -> Result<PartWritten, Error> {
-        let pending = self.state.pending.as_ref().ok_or(Error::NoManifest(kind))?;
+    /// The pending upload, if `upload_id` names it.
+    fn pending_for(
+        &self,
+        kind: Option<PartKind>,
+        upload_id: Option<&str>,
+    ) -> Result<&Pending, Error> {
+        let Some(p) = self.state.pending.as_ref() else {
+            return Err(match kind {
+                Some(k) => Error::NoManifest(k),
+                None => {
+                    let slot = self.cfg.running.other();
+                    Error::SlotNotValid {
+                        slot,
+                        state: self.state.slot(slot).state,
+                    }
+                }
+            });
+        };
+        let got = upload_id.unwrap_or("");
+        // Constant-time is not needed: the id is not a secret from a client
+        // that already holds the password, only a tag that keeps uploads apart.
+        if got != p.upload_id {
+            return Err(Error::UploadMismatch {
+                got: got.chars().take(64).collect(),
+                want: p.upload_id.clone(),
+            });
+        }
+        Ok(p)
+    }
+
+    /// `PUT /update/root` and `/update/boot` of upload `upload_id`: streams
+    /// `body` into the inactive slot in 1 MiB chunks, checking the
+    /// manifest's size and hash. A mismatch marks the slot invalid
+    /// (persisted) and is returned; the slot stays unbootable either way.
+    pub fn put_part(
+        &mut self,
+        kind: PartKind,
+        upload_id: Option<&str>,
+        body: impl Read,
+    ) -> Result<PartWritten, Error> {
+        self.writable()?;
+        let pending = self.pending_for(Some(kind), upload_id)?;
         let slot = pending.slot;
         let spec = pending
             .manifest
@@ -421,13 +426,19 @@ impl Device {
         if slot == self.cfg.running || slot == self.committed {
             return Err(Error::TrialRunning(self.cfg.running));
         }
+        if let Some(p) = self.state.pending.as_mut() {
+            // Rewriting a part undoes its earlier verification.
+            p.done.retain(|&k| k != kind);
+        }
+        self.state.slot_mut(slot).state = SlotState::Writing;
         let res = self.write_part(kind, slot, &spec, body);
         match res {
-            Ok(sha256) => {
+            Ok((sha256, entry)) => {
                 let mut complete = false;
                 if let Some(p) = self.state.pending.as_mut() {
-                    if !p.done.contains(&kind) {
-                        p.done.push(kind);
+                    p.done.push(kind);
+                    if entry.is_some() {
+                        p.entry = entry;
                     }
                     complete = p.manifest.parts.iter().all(|s| p.done.contains(&s.name));
                 }
@@ -454,13 +465,15 @@ impl Device {
         }
     }
 
+    /// Writes one part; returns its digest and, for the pc boot part, the
+    /// loader entry held back until the switch.
     fn write_part(
         &mut self,
         kind: PartKind,
         slot: Slot,
         spec: &PartSpec,
         body: impl Read,
-    ) -> Result<String, Error> {
+    ) -> Result<(String, Option<Vec<u8>>), Error> {
         let verr = |source| Error::Verify { slot, source };
         let dev: &mut dyn BlockDevice = match (kind, &mut self.storage.boot, slot) {
             (PartKind::Root, _, Slot::A) => &mut *self.storage.root_a,
@@ -473,7 +486,7 @@ impl Device {
                 }
                 let mut v = Verifying::new(body, spec.size);
                 return match bootarchive::unpack(&mut v, slot, &mut **esp) {
-                    Ok(_) => v.finish(spec).map_err(verr),
+                    Ok(u) => v.finish(spec).map(|d| (d, Some(u.entry))).map_err(verr),
                     Err(_) if v.overrun() => Err(verr(VerifyError::TooLong {
                         part: kind.to_string(),
                         size: spec.size,
@@ -489,19 +502,23 @@ impl Device {
                 };
             }
         };
-        writer::write_image(body, spec, dev).map_err(verr)
+        writer::write_image(body, spec, dev)
+            .map(|d| (d, None))
+            .map_err(verr)
     }
 
-    /// `POST /update/switch`: arms a trial boot of the inactive slot once
-    /// every part of its manifest was verified.
-    pub fn switch(&mut self) -> Result<Switched, Error> {
-        if self.trial {
-            return Err(Error::TrialRunning(self.cfg.running));
-        }
-        let slot = self.cfg.running.other();
-        let complete = self.state.pending.as_ref().is_some_and(|p| {
-            p.slot == slot && p.manifest.parts.iter().all(|s| p.done.contains(&s.name))
-        });
+    /// `POST /update/switch` of upload `upload_id`: once every part of its
+    /// manifest was verified, makes the slot bootable again (pc: writes its
+    /// verified loader entry) and arms a trial boot of it.
+    pub fn switch(&mut self, upload_id: Option<&str>) -> Result<Switched, Error> {
+        self.writable()?;
+        let p = self.pending_for(None, upload_id)?;
+        let slot = p.slot;
+        let complete = slot == self.cfg.running.other()
+            && p.manifest.parts.iter().all(|s| p.done.contains(&s.name));
+        let entry = p.entry.clone();
+        let version = p.manifest.version;
+        let build_id = p.manifest.build_id.clone();
         let r = self.state.slot(slot);
         if !complete || r.state != SlotState::Valid {
             return Err(Error::SlotNotValid {
@@ -509,18 +526,87 @@ impl Device {
                 state: r.state,
             });
         }
-        let build_id = r.build_id.clone().unwrap_or_default();
+        if let BootStorage::Esp(esp) = &mut self.storage.boot {
+            let Some(entry) = entry else {
+                return Err(Error::SlotNotValid {
+                    slot,
+                    state: SlotState::Writing,
+                });
+            };
+            bootarchive::write_entry(&mut **esp, slot, &entry).map_err(|e| Error::Flow {
+                flow: "loader entry",
+                source: FlowError::File {
+                    action: "writing",
+                    path: crate::bootflow::entry_path(slot),
+                    source: e,
+                },
+            })?;
+        }
         let arg = self.flow.try_next(slot).map_err(flow_err(&*self.flow))?;
         self.state.armed = Some(Armed {
             slot,
             build_id: build_id.clone(),
+            version: Some(version),
         });
+        self.state.slot_mut(slot).version = Some(version);
+        self.state.pending = None;
         self.state.reboot_argument = arg.clone();
         state::store(&self.cfg.state_dir, &self.state)?;
         Ok(Switched {
             slot,
             build_id,
             reboot_argument: arg,
+        })
+    }
+
+    /// `POST /update/cancel`: disarms an armed trial and abandons an upload
+    /// in progress, leaving the inactive slot unbootable; says what it undid.
+    pub fn cancel(&mut self) -> Result<Cancelled, Error> {
+        if self.trial || self.committed != self.cfg.running {
+            return Err(Error::TrialRunning(self.cfg.running));
+        }
+        let armed = self.state.armed.take();
+        let pending = self.state.pending.take();
+        let slot = self.cfg.running.other();
+        let mut said = Vec::new();
+        let disarmed = armed.map(|a| {
+            said.push(format!(
+                "disarmed the trial boot of slot {} (build {})",
+                a.slot, a.build_id
+            ));
+            SlotBuild {
+                slot: a.slot,
+                build_id: a.build_id,
+            }
+        });
+        let abandoned = pending.map(|p| {
+            said.push(format!(
+                "abandoned the upload of build {} into slot {}",
+                p.manifest.build_id, p.slot
+            ));
+            SlotBuild {
+                slot: p.slot,
+                build_id: p.manifest.build_id,
+            }
+        });
+        if disarmed.is_some() || abandoned.is_some() {
+            self.flow.cancel_trial().map_err(flow_err(&*self.flow))?;
+            self.disarm(slot)?;
+            let r = self.state.slot_mut(slot);
+            r.state = SlotState::Invalid;
+            r.reason = Some("cancelled by POST /update/cancel".into());
+            self.state.reboot_argument = None;
+        }
+        state::store(&self.cfg.state_dir, &self.state)?;
+        let message = if said.is_empty() {
+            "nothing was armed or being uploaded; nothing to undo".to_string()
+        } else {
+            format!("{}; slot {slot} is not bootable", said.join(" and "))
+        };
+        Ok(Cancelled {
+            disarmed,
+            abandoned_upload: abandoned,
+            message,
         })
     }
 
@@ -533,7 +619,8 @@ impl Device {
             .and(self.state.reboot_argument.as_deref())
     }
 
-    /// Commits the running trial (the health gate passed).
+    /// Commits the running trial (the health gate passed): its version
+    /// becomes the floor.
     pub fn commit(&mut self) -> Result<(), Error> {
         if !self.trial {
             return Ok(());
@@ -542,6 +629,9 @@ impl Device {
         self.flow.commit(running).map_err(flow_err(&*self.flow))?;
         self.committed = running;
         self.trial = false;
+        if let Some(v) = self.state.slot(running).version {
+            self.state.committed_version = Some(v);
+        }
         self.state.last_trial = Some(LastTrial {
             outcome: TrialOutcome::Committed,
             reason: None,
