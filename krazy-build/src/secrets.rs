@@ -329,6 +329,21 @@ mod tests {
             .all(|c| many.as_bytes().contains(c)));
     }
 
+    /// The figure `benches/hostile-lan.sh` prints (run with `--ignored`).
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn pbkdf2_verify_time() {
+        let h = hash_password_with_salt("a-password-of-24-letters", &[7u8; 16]);
+        let t = std::time::Instant::now();
+        for _ in 0..10 {
+            assert!(verify_password("a-password-of-24-letters", &h));
+        }
+        println!(
+            "PBKDF2-HMAC-SHA256 verify, {PBKDF2_ITERATIONS} iterations: {:.1} ms",
+            t.elapsed().as_secs_f64() * 100.0
+        );
+    }
+
     #[test]
     fn hash_format_is_as_documented() {
         // RFC 7914 section 11's PBKDF2-HMAC-SHA256 vector ("passwd", "salt",
