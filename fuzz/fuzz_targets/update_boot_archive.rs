@@ -49,6 +49,18 @@ fuzz_target!(|data: &[u8]| {
         assert!(!files.0[&BootFile::Vmlinuz.esp_path(Slot::B)].contains(&0xee));
         assert!(u.entry.len() <= 4096);
     }
+    // The pi3 form: any archive is read within its limit, or refused.
+    if let Ok(t) = krazy_update::bootpart::read_tree(&mut &data[..], 64 << 10) {
+        let total: u64 = t
+            .iter()
+            .filter_map(|(_, e)| match &e.kind {
+                krazy_fs::tree::Kind::File(c) => c.len().ok(),
+                _ => None,
+            })
+            .sum();
+        assert!(total <= 64 << 10);
+        assert!(t.iter().all(|(p, _)| !p.split('/').any(|c| c == ".." || c.is_empty())));
+    }
     // The loader entry is never written by the unpacking: only a switch does.
     assert!(files.0[&BootFile::Entry.esp_path(Slot::B)].iter().all(|&b| b == 0xee));
     assert!(files.0.values().all(|f| f.len() == 4096));

@@ -284,7 +284,38 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             4 => root = body.to_vec(),
-            5 => boot = body.to_vec(),
+            5 => {
+                // Raw bytes, or a well-formed boot part holding them.
+                boot = match body.split_first() {
+                    Some((b, rest)) if b & 1 == 1 && platform == Platform::Pi3 => {
+                        let mut t = krazy_fs::Tree::new();
+                        let _ = t.add_file(
+                            "kernel8.img",
+                            krazy_fs::tree::Contents::bytes(rest.to_vec()),
+                            0o644,
+                            0,
+                        );
+                        let mut out = Vec::new();
+                        let _ = krazy_update::bootpart::write_tree(&mut out, &t, 0);
+                        out
+                    }
+                    Some((b, rest)) if b & 1 == 1 => {
+                        let mut out = Vec::new();
+                        let _ = krazy_update::bootarchive::write_archive(
+                            &mut out,
+                            &[
+                                (krazy_update::bootarchive::BootFile::Vmlinuz, rest),
+                                (
+                                    krazy_update::bootarchive::BootFile::Entry,
+                                    b"title t\nlinux /krazy/b/vmlinuz\n",
+                                ),
+                            ],
+                        );
+                        out
+                    }
+                    _ => body.to_vec(),
+                };
+            }
             6 => {
                 tainted[idx(pending_slot)] = true;
                 if dev.put_part(PartKind::Root, Some(&upload), &root[..]).is_ok() {

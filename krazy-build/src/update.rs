@@ -10,7 +10,7 @@ use krazy_update::bootarchive::{self, BootFile};
 use krazy_update::client::{Client, ClientError, Committed, Progress, Signed};
 use krazy_update::protocol::{
     Arch, Manifest, PartKind, PartSpec, Platform as UPlatform, SecretKey, SignedManifest, Slot,
-    DEFAULT_EXPIRY_SECONDS, MAX_DOWNGRADE_EXPIRY_SECONDS,
+    DEFAULT_EXPIRY_SECONDS, MAX_DOWNGRADE_EXPIRY_SECONDS, PROTOCOL_V1, PROTOCOL_VERSION,
 };
 
 use crate::config::Platform;
@@ -56,6 +56,10 @@ pub struct Signing {
     /// A deliberate downgrade of the running build with this id (valid for
     /// at most an hour).
     pub downgrade_from: Option<String>,
+    /// The update protocol the device speaks (its features say): the pi3
+    /// boot part is a file archive from protocol 2 on, the whole partition
+    /// image before.
+    pub protocol: u32,
 }
 
 impl Signing {
@@ -70,6 +74,7 @@ impl Signing {
             signed_at: t,
             valid_for: DEFAULT_EXPIRY_SECONDS,
             downgrade_from: None,
+            protocol: PROTOCOL_VERSION,
         }
     }
 
@@ -151,6 +156,16 @@ pub fn parts(
             files.push((BootFile::Entry, entry.as_bytes()));
             let mut out = Vec::new();
             bootarchive::write_archive(&mut out, &files).map_err(|e| part_err(e.to_string()))?;
+            out
+        }
+        BootTrees::Pi3 { boot_a, boot_b, .. } if signing.protocol != PROTOCOL_V1 => {
+            let tree = match slot {
+                Slot::A => boot_a,
+                Slot::B => boot_b,
+            };
+            let mut out = Vec::new();
+            krazy_update::bootpart::write_tree(&mut out, tree, inputs.mtime)
+                .map_err(|e| part_err(e.to_string()))?;
             out
         }
         BootTrees::Pi3 { boot_a, boot_b, .. } => {

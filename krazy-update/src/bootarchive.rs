@@ -91,6 +91,12 @@ pub enum ArchiveError {
     /// A required file is missing.
     #[error("the boot archive lacks {0:?}")]
     Missing(&'static str),
+    /// More members than a boot archive may have.
+    #[error("the boot archive has more than {0} members")]
+    TooMany(usize),
+    /// The members do not make a file tree (a file where a directory is).
+    #[error("the boot archive's files do not form a tree: {0}")]
+    Tree(String),
     /// Non-zero bytes after the trailer.
     #[error("the boot archive has data after its trailer")]
     TrailingData,
@@ -149,15 +155,27 @@ fn pad4(n: u64) -> u64 {
     (4 - n % 4) % 4
 }
 
-/// Parses the archive from `src`, calling `f` for each file with a reader
-/// of exactly its bytes (what `f` leaves unread is skipped). Checks names,
-/// types, duplicates and required files, and that only zeros follow the
-/// trailer. Never allocates more than a name's 256 bytes.
-pub fn for_each_file(
+/// One archive member's header, as [`for_each_entry`] hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its name (a path without a leading `/`, as cpio writes it).
+    pub name: String,
+    /// Its mode (file type and permission bits).
+    pub mode: u32,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its modification time (Unix seconds).
+    pub mtime: u64,
+}
+
+/// Parses any newc archive from `src`, calling `f` for each member up to the
+/// trailer with a reader of exactly its bytes (what `f` leaves unread is
+/// skipped), and checks that only zeros follow the trailer. Never
+/// allocates more than a name's 256 bytes.
+pub fn for_each_entry(
     src: &mut dyn Read,
-    mut f: impl FnMut(Header, &mut dyn Read) -> Result<(), ArchiveError>,
-) -> Result<Vec<Header>, ArchiveError> {
-    let mut seen: Vec<Header> = Vec::new();
+    mut f: impl FnMut(&Member, &mut dyn Read) -> Result<(), ArchiveError>,
+) -> Result<(), ArchiveError> {
     let mut at = 0u64;
     loop {
         let mut h = [0u8; 110];
@@ -166,6 +184,7 @@ pub fn for_each_file(
             return Err(ArchiveError::Magic(at));
         }
         let mode = field(&h, 1, at)?;
+        let mtime = u64::from(field(&h, 5, at)?);
         let size = u64::from(field(&h, 6, at)?);
         let namesize = field(&h, 11, at)? as usize;
         if namesize == 0 || namesize > 256 {
@@ -182,26 +201,23 @@ pub fn for_each_file(
         if name == TRAILER {
             break;
         }
-        let file = BootFile::from_name(&name).ok_or_else(|| ArchiveError::Unknown(name.clone()))?;
-        if mode & 0o170000 != 0o100000 {
-            return Err(ArchiveError::NotFile(name));
-        }
-        if seen.iter().any(|s| s.file == file) {
-            return Err(ArchiveError::Duplicate(name));
-        }
-        let header = Header { file, size };
+        let member = Member {
+            name,
+            mode,
+            size,
+            mtime,
+        };
         let mut body = src.take(size);
-        f(header, &mut body)?;
+        f(&member, &mut body)?;
         let rest = body.limit();
         skip(src, rest + pad4(size))?;
         at += size + pad4(size);
-        seen.push(header);
     }
     // Only zero padding may follow the trailer.
     let mut buf = [0u8; 4096];
     loop {
         let n = match src.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(ArchiveError::Read(e)),
@@ -210,6 +226,31 @@ pub fn for_each_file(
             return Err(ArchiveError::TrailingData);
         }
     }
+}
+
+/// Parses the pc boot archive from `src`, calling `f` for each file with a
+/// reader of exactly its bytes (what `f` leaves unread is skipped). Checks
+/// names, types, duplicates and required files, and that only zeros follow
+/// the trailer.
+pub fn for_each_file(
+    src: &mut dyn Read,
+    mut f: impl FnMut(Header, &mut dyn Read) -> Result<(), ArchiveError>,
+) -> Result<Vec<Header>, ArchiveError> {
+    let mut seen: Vec<Header> = Vec::new();
+    for_each_entry(src, |m, body| {
+        let file =
+            BootFile::from_name(&m.name).ok_or_else(|| ArchiveError::Unknown(m.name.clone()))?;
+        if m.mode & 0o170000 != 0o100000 {
+            return Err(ArchiveError::NotFile(m.name.clone()));
+        }
+        if seen.iter().any(|s| s.file == file) {
+            return Err(ArchiveError::Duplicate(m.name.clone()));
+        }
+        let header = Header { file, size: m.size };
+        f(header, body)?;
+        seen.push(header);
+        Ok(())
+    })?;
     for req in [BootFile::Vmlinuz, BootFile::Entry] {
         if !seen.iter().any(|s| s.file == req) {
             return Err(ArchiveError::Missing(req.name()));
@@ -317,8 +358,30 @@ pub fn blank_entry(files: &mut dyn BootFiles, slot: Slot) -> io::Result<()> {
 /// time, mode `0100644`, and the trailer, padded to a multiple of 512 bytes
 /// as cpio does.
 pub fn write_archive(mut out: impl Write, files: &[(BootFile, &[u8])]) -> io::Result<u64> {
-    let mut n = 0u64;
-    let mut entry = |out: &mut dyn Write, name: &str, mode: u32, data: &[u8]| -> io::Result<()> {
+    let mut w = ArchiveWriter::new(&mut out);
+    for (f, data) in files {
+        w.member(f.name(), 0o100644, 0, data)?;
+    }
+    w.finish()
+}
+
+/// Writes a newc archive member by member (zero inode, uid, gid), then the
+/// trailer and padding to a multiple of 512 bytes.
+pub struct ArchiveWriter<W: Write> {
+    out: W,
+    n: u64,
+}
+
+impl<W: Write> ArchiveWriter<W> {
+    /// A writer into `out`.
+    pub fn new(out: W) -> Self {
+        ArchiveWriter { out, n: 0 }
+    }
+
+    /// Writes one member: `name` (no leading `/`), `mode` (type and
+    /// permissions), `mtime` and its bytes.
+    pub fn member(&mut self, name: &str, mode: u32, mtime: u32, data: &[u8]) -> io::Result<()> {
+        let out = &mut self.out;
         let namesize = name.len() + 1;
         let h = format!(
             "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
@@ -327,7 +390,7 @@ pub fn write_archive(mut out: impl Write, files: &[(BootFile, &[u8])]) -> io::Re
             0,
             0,
             1,
-            0,
+            mtime,
             data.len(),
             0,
             0,
@@ -344,16 +407,18 @@ pub fn write_archive(mut out: impl Write, files: &[(BootFile, &[u8])]) -> io::Re
         out.write_all(data)?;
         let q = pad4(data.len() as u64) as usize;
         out.write_all(&[0; 3][..q])?;
-        n += 110 + namesize as u64 + p as u64 + data.len() as u64 + q as u64;
+        self.n += 110 + namesize as u64 + p as u64 + data.len() as u64 + q as u64;
         Ok(())
-    };
-    for (f, data) in files {
-        entry(&mut out, f.name(), 0o100644, data)?;
     }
-    entry(&mut out, TRAILER, 0, &[])?;
-    let tail = (512 - n % 512) % 512;
-    out.write_all(&vec![0; tail as usize])?;
-    Ok(n + tail)
+
+    /// Writes the trailer and the padding; returns the archive's length.
+    pub fn finish(mut self) -> io::Result<u64> {
+        self.member(TRAILER, 0, 0, &[])?;
+        let tail = (512 - self.n % 512) % 512;
+        self.out.write_all(&vec![0; tail as usize])?;
+        self.out.flush()?;
+        Ok(self.n + tail)
+    }
 }
 
 #[cfg(test)]

@@ -117,8 +117,13 @@
 //! - **root** (every platform): the slot's whole root file system image,
 //!   raw. Its size must not exceed the slot's partition; bytes past it in
 //!   the partition are left as they are.
-//! - **boot on `pi3`**: the slot's whole boot partition image (FAT), raw,
-//!   written over partition 2 (slot A) or 3 (slot B).
+//! - **boot on `pi3`**: a cpio "newc" archive of the slot's boot
+//!   partition files (regular files and directories, relative paths without
+//!   `.` or `..`, at most 4096 members and the partition's size in all; see
+//!   [`bootpart`]). The device holds it in memory, verifies the whole part,
+//!   and only then writes a fresh FAT over partition 2 (slot A) or 3 (slot
+//!   B), keeping that volume's label, volume id and hidden sectors.
+//!   Protocol 1 sent the whole partition image raw.
 //! - **boot on `pc`**: a cpio archive in the "newc" format (`cpio -o -H
 //!   newc`; magic `070701`, no CRC) of regular files named `vmlinuz`
 //!   (required), `initrd` (optional) and `entry.conf` (required, the
@@ -157,6 +162,7 @@
 pub mod bootarchive;
 pub mod bootfiles;
 pub mod bootflow;
+pub mod bootpart;
 pub mod client;
 pub mod device;
 pub mod dirdevice;

@@ -105,6 +105,11 @@ impl<R: Read> Verifying<R> {
         self.got
     }
 
+    /// The size the manifest gives.
+    pub fn size(&self) -> u64 {
+        self.limit
+    }
+
     /// Whether the sender tried to pass the limit.
     pub fn overrun(&self) -> bool {
         self.overrun

@@ -6,14 +6,20 @@
 use std::fs;
 use std::path::Path;
 
-use krazy_fs::FileDevice;
+use std::process::Command;
+
+use krazy_fs::fat::FatOptions;
+use krazy_fs::tree::Contents;
+use krazy_fs::{FileDevice, MemDevice, Tree};
 use krazy_update::bootfiles::DirBootFiles;
 use krazy_update::bootflow::{BootFlow, PiSoftwareOneShot, PiTryboot, AUTOBOOT_TXT};
+use krazy_update::bootpart;
 use krazy_update::device::{BootStorage, Device, DeviceConfig, Storage};
 use krazy_update::protocol::*;
 
 const T0: u64 = 1_790_000_000;
 const SIZE: usize = 256 << 10;
+const BOOT_SIZE: usize = 8 << 20;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Flow {
@@ -30,9 +36,89 @@ fn lay_out(dir: &Path, flow: Flow) {
     let mut b = text.into_bytes();
     b.resize(512, b' ');
     fs::write(dir.join("autoboot").join(AUTOBOOT_TXT), b).unwrap();
-    for n in ["root-a", "root-b", "boot-a", "boot-b"] {
+    for n in ["root-a", "root-b"] {
         fs::write(dir.join(n), vec![0u8; SIZE]).unwrap();
     }
+    // Boot partitions as the image builder makes them: labelled FATs.
+    for (n, label, id, start) in [
+        ("boot-a", "KRAZY-A", 0x1111_0002, 16384),
+        ("boot-b", "KRAZY-B", 0x1111_0003, 81920),
+    ] {
+        let mut dev = MemDevice::zeroed(BOOT_SIZE);
+        let opts = FatOptions {
+            label: Some(label.into()),
+            volume_id: id,
+            hidden_sectors: start,
+            ..Default::default()
+        };
+        krazy_fs::fat::write(&mut dev, &Tree::new(), &opts).unwrap();
+        fs::write(dir.join(n), dev.into_vec()).unwrap();
+    }
+}
+
+/// A boot tree like a slot's: firmware, kernel, an overlay, config files.
+fn boot_archive(kernel: &[u8]) -> Vec<u8> {
+    let mut t = Tree::new();
+    t.add_file("start.elf", Contents::bytes(vec![0x5e; 30_000]), 0o644, 1)
+        .unwrap();
+    t.add_file("kernel8.img", Contents::bytes(kernel.to_vec()), 0o644, 1)
+        .unwrap();
+    t.add_dir_all("overlays", 1).unwrap();
+    t.add_file(
+        "overlays/disable-bt.dtbo",
+        Contents::bytes(vec![0xd7; 1500]),
+        0o644,
+        1,
+    )
+    .unwrap();
+    t.add_file(
+        "cmdline.txt",
+        Contents::bytes(&b"console=ttyS1 root=PARTUUID=x-05\n"[..]),
+        0o644,
+        1,
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    bootpart::write_tree(&mut out, &t, 1_700_000_000).unwrap();
+    out
+}
+
+/// `fsck.fat -n` and `mtype` on a slot's boot partition.
+fn check_fat(dir: &Path, part: &str, kernel: &[u8]) {
+    let img = dir.join(part);
+    let out = Command::new("fsck.fat")
+        .arg("-n")
+        .arg(&img)
+        .output()
+        .expect("dosfstools is installed");
+    assert!(
+        out.status.success(),
+        "fsck.fat -n {part}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = Command::new("mtype")
+        .args(["-i"])
+        .arg(&img)
+        .arg("::/kernel8.img")
+        .output()
+        .expect("mtools is installed");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, kernel);
+    let out = Command::new("mlabel")
+        .args(["-s", "-i"])
+        .arg(&img)
+        .arg("::")
+        .output()
+        .unwrap();
+    let want = if part == "boot-b" {
+        "KRAZY-B"
+    } else {
+        "KRAZY-A"
+    };
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(want),
+        "{out:?}"
+    );
 }
 
 fn open(dir: &Path, flow: Flow, running: Slot, build: &str, key: &SecretKey) -> Device {
@@ -122,18 +208,28 @@ fn verify_then_activate(flow: Flow) {
         assert_eq!(d.bootable().unwrap(), vec![Slot::A, Slot::B]);
     }
     let root = vec![0x52; 100_000];
-    let boot = vec![0xb0; 50_000];
+    let kernel: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    let boot = boot_archive(&kernel);
+    let boot_b_before = fs::read(dir.join("boot-b")).unwrap();
     let env = SignedManifest::sign(&manifest("v2", 2, &root, &boot), &key).to_json();
     let id = d.put_manifest_at(&env, T0).unwrap().upload_id;
     // Only the committed slot, whatever flag the next reboot passes.
     assert_eq!(d.bootable().unwrap(), vec![Slot::A]);
-    assert_eq!((firmware(dir, false), firmware(dir, true)), (Slot::A, Slot::A));
+    assert_eq!(
+        (firmware(dir, false), firmware(dir, true)),
+        (Slot::A, Slot::A)
+    );
     d.put_part(PartKind::Root, Some(&id), &root[..]).unwrap();
+    // One byte of the kernel differs: a well-formed archive whose hash
+    // fails. It is verified whole before the partition is written: not one
+    // byte of it reached boot-b.
     let mut bad = boot.clone();
-    bad[7] ^= 1;
+    let at = bad.len() / 2;
+    bad[at] ^= 1;
     let e = d.put_part(PartKind::Boot, Some(&id), &bad[..]).unwrap_err();
     assert_eq!(e.code(), "hash_mismatch");
     assert_eq!(d.bootable().unwrap(), vec![Slot::A]);
+    assert!(fs::read(dir.join("boot-b")).unwrap() == boot_b_before);
     // A failed part, then a reboot with the tryboot flag: slot A.
     drop(d);
     assert_eq!(firmware(dir, true), Slot::A);
@@ -143,6 +239,12 @@ fn verify_then_activate(flow: Flow) {
     d.put_part(PartKind::Root, Some(&id), &root[..]).unwrap();
     d.put_part(PartKind::Boot, Some(&id), &boot[..]).unwrap();
     assert_eq!(d.bootable().unwrap(), vec![Slot::A]);
+    // The files landed in a fresh FAT that keeps the partition's label,
+    // volume id and hidden sectors; the reference tools read it.
+    check_fat(dir, "boot-b", &kernel);
+    let mut b = FileDevice::whole(fs::File::open(dir.join("boot-b")).unwrap()).unwrap();
+    let id_b = bootpart::volume_identity(&mut b).unwrap();
+    assert_eq!((id_b.volume_id, id_b.hidden_sectors), (0x1111_0003, 81920));
     let sw = d.switch(Some(&id)).unwrap();
     // Tryboot: B on the tryboot reboot only; software: the next boot is B
     // (its stage 1 points autoboot.txt back at A first).
@@ -163,12 +265,15 @@ fn verify_then_activate(flow: Flow) {
     ] {
         assert_eq!(e.code(), "trial_armed");
     }
-    assert_eq!(&fs::read(dir.join("boot-b")).unwrap()[..boot.len()], &boot[..]);
+    check_fat(dir, "boot-b", &kernel);
     // Cancel: slot B unbootable again, on either kind of reboot.
     let c = d.cancel().unwrap();
     assert!(c.disarmed.is_some(), "{c:?}");
     assert_eq!(d.bootable().unwrap(), vec![Slot::A]);
-    assert_eq!((firmware(dir, false), firmware(dir, true)), (Slot::A, Slot::A));
+    assert_eq!(
+        (firmware(dir, false), firmware(dir, true)),
+        (Slot::A, Slot::A)
+    );
     drop(d);
 
     // Armed again and rebooted: the trial runs from B, commits, sticks.

@@ -164,6 +164,7 @@ pub fn update(
     let dir = config_path.parent().unwrap_or(Path::new("."));
     let key = update::signing_key(&dir.join("secrets"))?;
     let mut signing = update::Signing::now();
+    signing.protocol = features.protocol;
     if let Some(v) = flags.version {
         signing.version = v;
     }

@@ -24,6 +24,7 @@ use krazy_fs::BlockDevice;
 use crate::bootarchive::{self, ArchiveError};
 use crate::bootfiles::BootFiles;
 use crate::bootflow::{BootFlow, FlowError};
+use crate::bootpart;
 use crate::protocol::*;
 use crate::state::{self, Armed, Pending, State};
 use crate::writer::{self, VerifyError, Verifying};
@@ -100,6 +101,32 @@ fn flow_err(flow: &dyn BootFlow) -> impl FnOnce(FlowError) -> Error + '_ {
     move |source| Error::Flow {
         flow: flow.name(),
         source,
+    }
+}
+
+/// Maps an archive reader's failure: past the manifest's size or short of
+/// it is a size mismatch, anything else the archive's own error.
+fn archive_result<T, R: Read>(
+    kind: PartKind,
+    slot: Slot,
+    v: &Verifying<R>,
+    r: Result<T, ArchiveError>,
+) -> Result<T, Error> {
+    let verr = |source| Error::Verify { slot, source };
+    match r {
+        Ok(t) => Ok(t),
+        Err(_) if v.overrun() => Err(verr(VerifyError::TooLong {
+            part: kind.to_string(),
+            size: v.size(),
+        })),
+        Err(ArchiveError::Read(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            Err(verr(VerifyError::TooShort {
+                part: kind.to_string(),
+                got: v.count(),
+                size: v.size(),
+            }))
+        }
+        Err(source) => Err(Error::Archive { slot, source }),
     }
 }
 
@@ -478,28 +505,28 @@ impl Device {
         let dev: &mut dyn BlockDevice = match (kind, &mut self.storage.boot, slot) {
             (PartKind::Root, _, Slot::A) => &mut *self.storage.root_a,
             (PartKind::Root, _, Slot::B) => &mut *self.storage.root_b,
-            (PartKind::Boot, BootStorage::Partitions { a, .. }, Slot::A) => &mut **a,
-            (PartKind::Boot, BootStorage::Partitions { b, .. }, Slot::B) => &mut **b,
+            (PartKind::Boot, BootStorage::Partitions { a, b }, _) => {
+                // pi3: the archive is read into memory (at most the
+                // partition's size), verified whole, then written as a
+                // fresh FAT: no unverified byte reaches the partition.
+                let dev: &mut dyn BlockDevice = if slot == Slot::A { &mut **a } else { &mut **b };
+                let mut v = Verifying::new(body, spec.size);
+                let r = bootpart::read_tree(&mut v, dev.len());
+                let tree = archive_result(kind, slot, &v, r)?;
+                let digest = v.finish(spec).map_err(verr)?;
+                let mtime = tree.iter().map(|(_, e)| e.mtime).max().unwrap_or(0);
+                bootpart::install(dev, slot, &tree, mtime)
+                    .map_err(|source| Error::Archive { slot, source })?;
+                return Ok((digest, None));
+            }
             (PartKind::Boot, BootStorage::Esp(esp), _) => {
                 if self.cfg.platform != Platform::Pc {
                     return Err(Error::Storage(self.cfg.platform));
                 }
                 let mut v = Verifying::new(body, spec.size);
-                return match bootarchive::unpack(&mut v, slot, &mut **esp) {
-                    Ok(u) => v.finish(spec).map(|d| (d, Some(u.entry))).map_err(verr),
-                    Err(_) if v.overrun() => Err(verr(VerifyError::TooLong {
-                        part: kind.to_string(),
-                        size: spec.size,
-                    })),
-                    Err(ArchiveError::Read(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                        Err(verr(VerifyError::TooShort {
-                            part: kind.to_string(),
-                            got: v.count(),
-                            size: spec.size,
-                        }))
-                    }
-                    Err(source) => Err(Error::Archive { slot, source }),
-                };
+                let r = bootarchive::unpack(&mut v, slot, &mut **esp);
+                let u = archive_result(kind, slot, &v, r)?;
+                return v.finish(spec).map(|d| (d, Some(u.entry))).map_err(verr);
             }
         };
         writer::write_image(body, spec, dev)
