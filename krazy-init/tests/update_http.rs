@@ -326,3 +326,74 @@ fn the_client_pushes_a_whole_update_and_arms_the_trial() {
         &krazy_update::efivars::utf16_nul("krazy-b.conf")[..]
     );
 }
+
+#[test]
+fn a_stalled_upload_releases_the_update_lock() {
+    use std::io::{Read, Write};
+    let s = serve(false);
+    let c = s.client();
+    let root = pattern(8 << 20, 3);
+    let boot = boot_archive();
+    let id = c.put_manifest(&s.manifest(&root, &boot)).unwrap().upload_id;
+    // A client that sends the head and 1 MiB of the root, then nothing: it
+    // holds the device's lock while the body is open.
+    let mut stall = std::net::TcpStream::connect(&s.addr).unwrap();
+    let auth = base64(format!("krazy:{PASSWORD}").as_bytes());
+    write!(
+        stall,
+        "PUT /update/root HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\
+         Content-Type: application/octet-stream\r\nKrazy-Upload-Id: {id}\r\n\
+         Content-Length: {}\r\n\r\n",
+        root.len()
+    )
+    .unwrap();
+    stall.write_all(&root[..1 << 20]).unwrap();
+    // The web server's body inactivity timeout ends the upload: the writer
+    // sees a short part, the slot is invalid, and the lock is free again
+    // (this status request waits for it; it does not hang).
+    // (Bounded waits, so that a server without the timeout fails the test
+    // instead of hanging it.)
+    stall
+        .set_read_timeout(Some(std::time::Duration::from_secs(150)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let cut = stall.read_to_end(&mut answer);
+    assert!(cut.is_ok(), "the stalled upload was never cut off: {cut:?}");
+    let mut cfg = ClientConfig::new(s.addr.clone(), PASSWORD);
+    cfg.io_timeout = std::time::Duration::from_secs(60);
+    let st = Client::new(cfg).unwrap().status().unwrap();
+    assert_eq!(st.slot_b.state, SlotState::Invalid, "{st:?}");
+    assert!(
+        st.slot_b.reason.as_deref().unwrap_or("").contains("bytes"),
+        "{st:?}"
+    );
+    // And a whole upload goes through afterwards.
+    let id = c.put_manifest(&s.manifest(&root, &boot)).unwrap().upload_id;
+    c.put_part(
+        PartKind::Root,
+        Some(&id),
+        root.len() as u64,
+        &mut &root[..],
+        &mut |_| {},
+    )
+    .unwrap();
+}
+
+/// Standard base64 with padding (for a hand-written Authorization header).
+fn base64(b: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
