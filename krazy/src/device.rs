@@ -29,6 +29,11 @@ pub fn status(client: &Client, json: bool) -> anyhow::Result<()> {
         obj.insert("build_id".into(), serde_json::json!(u.build_id));
         obj.insert("running_slot".into(), serde_json::json!(u.running_slot));
         obj.insert("committed_slot".into(), serde_json::json!(u.committed_slot));
+        obj.insert("trial".into(), serde_json::json!(u.trial));
+        obj.insert(
+            "committed_version".into(),
+            serde_json::json!(u.committed_version),
+        );
         obj.insert(
             "last_trial".into(),
             match &u.last_trial {
@@ -147,6 +152,25 @@ pub fn update(
         .features()
         .with_context(|| format!("asking {} for its update features", client.host()))?;
     let target = features.running_slot.other();
+    // What the device would refuse is refused here, before the build.
+    if flags.allow_downgrade && flags.expires.is_some_and(|e| e > 3600) {
+        anyhow::bail!(
+            "--allow-downgrade signs an update valid for at most an hour: use --expires 1h or less"
+        );
+    }
+    if !flags.allow_downgrade && features.protocol >= 2 {
+        let version = flags
+            .version
+            .unwrap_or_else(|| update::Signing::now().version);
+        if version <= features.committed_version {
+            anyhow::bail!(
+                "{} has committed version {}, and this update's version {version} is not greater: \
+                 the device would refuse it; pass a larger --version, or --allow-downgrade to go back on purpose",
+                client.host(),
+                features.committed_version,
+            );
+        }
+    }
     let started = std::time::Instant::now();
     let mut opts = pipeline::BuildOptions::for_config(config_path, Path::new("unused.img"));
     opts.progress = true;
@@ -172,18 +196,7 @@ pub fn update(
         signing.valid_for = e;
     }
     if flags.allow_downgrade {
-        if flags.expires.is_some_and(|e| e > 3600) {
-            anyhow::bail!("--allow-downgrade signs an update valid for at most an hour: use --expires 1h or less");
-        }
         signing = signing.downgrade(&features.build_id);
-    } else if features.protocol >= 2 && signing.version <= features.committed_version {
-        anyhow::bail!(
-            "{} has committed version {}, and this update's version {} is not greater: \
-             the device would refuse it; pass a larger --version, or --allow-downgrade to go back on purpose",
-            client.host(),
-            features.committed_version,
-            signing.version
-        );
     }
     let parts = update::parts(&inputs, &trees, &layout, target, &key, &signing)?;
     let style = indicatif::ProgressStyle::with_template(

@@ -454,6 +454,21 @@ fn update_commits_then_reports_a_rollback() {
         .output()
         .unwrap());
     assert!(again.contains("already runs build"), "{again}");
+    // A version not above the committed one is refused before anything is
+    // built or sent.
+    assert_eq!(
+        s["committed_version"].as_u64().map(|v| v > 1_700_000_000),
+        Some(true),
+        "{s}"
+    );
+    let old = fails(
+        &krazy()
+            .args(["update", "--version", "5", "--host", &host, "-c"])
+            .arg(&inst)
+            .output()
+            .unwrap(),
+    );
+    assert!(old.contains("is not greater"), "{old}");
 
     // v3's hello fails at once: the device rolls back by itself, and
     // `krazy update` exits non-zero with the reason and hello's last lines.
@@ -462,6 +477,37 @@ fn update_commits_then_reports_a_rollback() {
         "cli v3",
         "env = { RUST_LOG = \"info\", HELLO_FAIL = \"1\" }",
     );
+    // Someone left a verified trial of v3 armed: `krazy update` cancels it,
+    // says so, and goes on.
+    {
+        use krazy_build::{image, pipeline, update};
+        let cfg = krazy_build::config::Config::load(&inst.join("krazy.toml")).unwrap();
+        let opts = pipeline::BuildOptions::for_config(&inst.join("krazy.toml"), &img);
+        let inputs = pipeline::prepare(&cfg, &opts).unwrap();
+        let layout = image::layout(cfg.platform, opts.disk_bytes, &opts.layout).unwrap();
+        let trees = image::assemble(&inputs, &layout).unwrap();
+        let key = update::signing_key(&inst.join("secrets")).unwrap();
+        let p = update::parts(
+            &inputs,
+            &trees,
+            &layout,
+            krazy_update::protocol::Slot::A,
+            &key,
+            &update::Signing::now(),
+        )
+        .unwrap();
+        let id = client.put_manifest(&p.signed).unwrap().upload_id;
+        for (k, b) in [
+            (krazy_update::protocol::PartKind::Root, &p.root),
+            (krazy_update::protocol::PartKind::Boot, &p.boot),
+        ] {
+            client
+                .put_part(k, Some(&id), b.len() as u64, &mut &b[..], &mut |_| {})
+                .unwrap();
+        }
+        client.switch(Some(&id)).unwrap();
+        assert_eq!(status_json(&inst, &host)["trial"], "armed");
+    }
     let o = krazy()
         .args(["update", "--timeout", "400", "--host", &host, "-c"])
         .arg(&inst)
@@ -477,6 +523,10 @@ fn update_commits_then_reports_a_rollback() {
     assert!(err.contains("last lines of hello:"), "{err}");
     assert!(err.contains("HELLO_FAIL"), "{err}");
     assert!(err.contains("runs the previous build"), "{err}");
+    assert!(
+        err.contains("had a trial armed: disarmed the trial boot of slot a"),
+        "{err}"
+    );
     let s = status_json(&inst, &host);
     assert_eq!(s["build_id"], v2_id, "back on v2: {s}");
     assert_eq!(
