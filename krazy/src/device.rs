@@ -234,9 +234,9 @@ pub fn update(
                 b.set_position(p.sent);
             }
         },
-        &mut |note| {
-            let _ = mp.println(format!("krazy: {note}; going on with this update"));
-        },
+        // (Not MultiProgress::println: it prints nothing when stderr is
+        // not a terminal.)
+        &mut |note| mp.suspend(|| eprintln!("krazy: {note}; going on with this update")),
         timeout,
     );
     for (_, b) in &bars {
