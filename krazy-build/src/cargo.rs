@@ -84,7 +84,7 @@ pub enum CargoError {
         found: String,
     },
     /// Neither the musl target nor a usable fallback is installed.
-    #[error("no Rust standard library for {arch} static binaries: run `rustup target add {musl}`", arch = arch.name(), musl = musl_triple(*arch))]
+    #[error("no Rust standard library for {arch} static binaries: run `rustup target add {musl}`", arch = arch.name(), musl = arch.musl_target())]
     NoTarget {
         /// The architecture.
         arch: Arch,
@@ -95,13 +95,6 @@ pub enum CargoError {
         /// The build's name.
         name: String,
     },
-}
-
-fn musl_triple(a: Arch) -> &'static str {
-    match a {
-        Arch::X86_64 => "x86_64-unknown-linux-musl",
-        Arch::Aarch64 => "aarch64-unknown-linux-musl",
-    }
 }
 
 fn gnu_triple(a: Arch) -> &'static str {
@@ -155,7 +148,7 @@ impl Toolchain {
     /// Picks the musl target when installed, else the documented gnu
     /// `+crt-static` fallback; see the module documentation.
     pub fn detect(arch: Arch) -> Result<Toolchain, CargoError> {
-        let musl = musl_triple(arch);
+        let musl = arch.musl_target();
         let env_key = |t: &str| t.replace('-', "_");
         let set_if_unset = |env: &mut Vec<(String, String)>, k: String, v: &str| {
             if std::env::var_os(&k).is_none() {

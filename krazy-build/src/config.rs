@@ -67,46 +67,13 @@ pub enum ConfigError {
     Serialize(#[from] toml::ser::Error),
 }
 
-/// The hardware an image is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Platform {
-    /// A UEFI PC or VM (x86-64), booted by systemd-boot.
-    #[default]
-    Pc,
-    /// A Raspberry Pi 3 (aarch64), booted by the Pi firmware.
-    Pi3,
-}
+pub use krazy_disk::{Arch, Platform};
 
-impl Platform {
-    /// The Rust target triple whose static binaries run on this platform.
-    pub fn target_triple(self) -> &'static str {
-        match self {
-            Platform::Pc => "x86_64-unknown-linux-musl",
-            Platform::Pi3 => "aarch64-unknown-linux-musl",
-        }
-    }
-
-    /// The serial console used when `serial_console` is omitted.
-    pub fn default_serial_console(self) -> &'static str {
-        match self {
-            Platform::Pc => "ttyS0,115200",
-            Platform::Pi3 => "ttyAMA0,115200",
-        }
-    }
-
-    /// The name used in `krazy.toml`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Platform::Pc => "pc",
-            Platform::Pi3 => "pi3",
-        }
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// The serial console of `platform` used when `serial_console` is omitted.
+pub fn default_serial_console(platform: Platform) -> &'static str {
+    match platform {
+        Platform::Pc => "ttyS0,115200",
+        Platform::Pi3 => "ttyAMA0,115200",
     }
 }
 
@@ -556,7 +523,7 @@ impl Config {
     pub fn serial_console(&self) -> &str {
         self.serial_console
             .as_deref()
-            .unwrap_or(self.platform.default_serial_console())
+            .unwrap_or(default_serial_console(self.platform))
     }
 
     /// The firmware source, defaulted by platform (`None` on pi3 without one,

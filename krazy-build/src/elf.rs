@@ -11,39 +11,7 @@ use object::read::elf::{Dyn, FileHeader, ProgramHeader};
 use object::{Architecture, Endianness};
 use std::path::{Path, PathBuf};
 
-/// The CPU architectures krazy images run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Arch {
-    /// x86-64 (`pc`).
-    X86_64,
-    /// 64-bit ARM (`pi3`).
-    Aarch64,
-}
-
-impl Arch {
-    /// The architecture of a platform.
-    pub fn of(p: crate::config::Platform) -> Arch {
-        match p {
-            crate::config::Platform::Pc => Arch::X86_64,
-            crate::config::Platform::Pi3 => Arch::Aarch64,
-        }
-    }
-
-    /// Its name as in target triples.
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Aarch64 => "aarch64",
-        }
-    }
-
-    fn musl_triple(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "x86_64-unknown-linux-musl",
-            Arch::Aarch64 => "aarch64-unknown-linux-musl",
-        }
-    }
-}
+pub use krazy_disk::Arch;
 
 /// Why a binary cannot go into the image. Each message names the file, what
 /// is wrong and how to fix it.
@@ -59,7 +27,7 @@ pub enum ElfError {
         source: std::io::Error,
     },
     /// The file is not an ELF file at all.
-    #[error("{} is not an ELF executable ({reason}): only compiled Linux programs can be services; build it with cargo for {}", path.display(), arch.musl_triple())]
+    #[error("{} is not an ELF executable ({reason}): only compiled Linux programs can be services; build it with cargo for {}", path.display(), arch.musl_target())]
     NotElf {
         /// The file.
         path: PathBuf,
@@ -69,7 +37,7 @@ pub enum ElfError {
         arch: Arch,
     },
     /// The ELF file is for another CPU.
-    #[error("{} is built for {found}, but the image is for {}: build it with --target {}", path.display(), expected.name(), expected.musl_triple())]
+    #[error("{} is built for {found}, but the image is for {}: build it with --target {}", path.display(), expected.name(), expected.musl_target())]
     WrongArch {
         /// The file.
         path: PathBuf,
@@ -87,7 +55,7 @@ pub enum ElfError {
         kind: &'static str,
     },
     /// The executable needs a dynamic loader or shared libraries.
-    #[error("{} is dynamically linked ({detail}), but an image runs only static executables: build for {} and drop any `-C target-feature=-crt-static` (from the package's .cargo/config.toml or RUSTFLAGS), or build for the gnu target with -C target-feature=+crt-static and an explicit --target", path.display(), arch.musl_triple())]
+    #[error("{} is dynamically linked ({detail}), but an image runs only static executables: build for {} and drop any `-C target-feature=-crt-static` (from the package's .cargo/config.toml or RUSTFLAGS), or build for the gnu target with -C target-feature=+crt-static and an explicit --target", path.display(), arch.musl_target())]
     Dynamic {
         /// The file.
         path: PathBuf,

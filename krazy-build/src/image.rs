@@ -889,11 +889,7 @@ pub fn layout(
     disk_bytes: u64,
     opts: &LayoutOptions,
 ) -> Result<Layout, ImageError> {
-    let (p, a) = match platform {
-        Platform::Pc => (krazy_disk::Platform::Pc, krazy_disk::Arch::X86_64),
-        Platform::Pi3 => (krazy_disk::Platform::Pi3, krazy_disk::Arch::Aarch64),
-    };
-    Ok(Layout::new(p, a, disk_bytes, opts)?)
+    Ok(Layout::new(platform, platform.arch(), disk_bytes, opts)?)
 }
 
 /// Builds every tree of the image for a disk laid out as `layout`, and the

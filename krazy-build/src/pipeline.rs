@@ -23,7 +23,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cargo::{self, BuildSpec, SystemPrograms, Toolchain, SYSTEM_BINS};
 use crate::config::{Config, ConfigError};
-use crate::elf::{self, Arch};
+use crate::elf;
 use crate::firmware::{self, FirmwareError};
 use crate::image::{self, ImageError, ImageReport, ImageSecrets, Inputs, Program};
 use crate::kernel::{self, AptGet, KernelError, Lock, ResolveOptions};
@@ -203,13 +203,13 @@ fn prepare_with(config: &Config, opts: &BuildOptions, steps: &Steps) -> Result<I
         lock.write(&opts.lock_path)?;
     }
     steps.step("building the programs");
-    let arch = Arch::of(config.platform);
+    let arch = config.platform.arch();
     let tc = Toolchain::detect(arch)?;
     if tc.fallback {
         tracing::warn!(
             "the musl target is not installed: building with {} +crt-static (run `rustup target add {}` for musl)",
             tc.triple,
-            config.platform.target_triple()
+            config.platform.arch().musl_target()
         );
     }
     let mut specs: Vec<BuildSpec> = config

@@ -9,11 +9,10 @@ use krazy_disk::{InstanceId, PartitionTable, Role};
 use krazy_update::bootarchive::{self, BootFile};
 use krazy_update::client::{Client, ClientError, Committed, Progress, Signed};
 use krazy_update::protocol::{
-    Arch, Manifest, PartKind, PartSpec, Platform as UPlatform, SecretKey, SignedManifest, Slot,
-    DEFAULT_EXPIRY_SECONDS, MAX_DOWNGRADE_EXPIRY_SECONDS, PROTOCOL_V1, PROTOCOL_VERSION,
+    Manifest, PartKind, PartSpec, SecretKey, SignedManifest, Slot, DEFAULT_EXPIRY_SECONDS,
+    MAX_DOWNGRADE_EXPIRY_SECONDS, PROTOCOL_V1, PROTOCOL_VERSION,
 };
 
-use crate::config::Platform;
 use crate::image::{self, BootTrees, ImageError, Inputs, Trees};
 
 /// Why an update could not be made or pushed.
@@ -186,10 +185,7 @@ pub fn parts(
             dev.into_vec()
         }
     };
-    let (arch, platform) = match config.platform {
-        Platform::Pc => (Arch::X86_64, UPlatform::Pc),
-        Platform::Pi3 => (Arch::Aarch64, UPlatform::Pi3),
-    };
+    let (arch, platform) = (config.platform.arch(), config.platform);
     let mut manifest = Manifest::new(
         trees.build_id.clone(),
         arch,

@@ -27,63 +27,7 @@ pub const TYPE_BASIC_DATA: Guid = Guid::from_u128(0xEBD0A0A2_B9E5_4433_87C0_68B6
 /// Linux filesystem data, the type of `/perm`.
 pub const TYPE_LINUX_DATA: Guid = Guid::from_u128(0x0FC63DAF_8483_4772_8E79_3D69D8477DE4);
 
-/// The board family an image is for; it decides the partitions and the MBR.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Platform {
-    /// A UEFI PC or VM: ESP, root A/B, perm; protective MBR.
-    Pc,
-    /// A Raspberry Pi 3: autoboot, boot A/B (FAT), root A/B, perm; hybrid MBR.
-    Pi3,
-}
-
-impl Platform {
-    /// The name used on command lines and in messages (`pc`, `pi3`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Platform::Pc => "pc",
-            Platform::Pi3 => "pi3",
-        }
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// The CPU architecture of the image; it decides the root partitions' type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Arch {
-    /// x86-64 (amd64).
-    X86_64,
-    /// 64-bit ARM (arm64).
-    Aarch64,
-}
-
-impl Arch {
-    /// The name used in messages (`x86_64`, `aarch64`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Aarch64 => "aarch64",
-        }
-    }
-
-    /// The discoverable-partitions root type GUID for this architecture.
-    pub fn root_type(self) -> Guid {
-        match self {
-            Arch::X86_64 => TYPE_ROOT_X86_64,
-            Arch::Aarch64 => TYPE_ROOT_AARCH64,
-        }
-    }
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::platform::{Arch, Platform};
 
 /// What a partition is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -33,12 +33,14 @@
 
 pub mod guid;
 pub mod layout;
+pub mod platform;
 pub mod read;
 pub mod sysfs;
 pub mod table;
 
 pub use guid::{Guid, GuidParseError, InstanceId, InstanceIdError};
-pub use layout::{Arch, Layout, LayoutError, LayoutOptions, Partition, Platform, Role};
+pub use layout::{Layout, LayoutError, LayoutOptions, Partition, Role};
+pub use platform::{Arch, Platform, UnknownPlatform};
 pub use read::{
     read_gpt, read_mbr, Gpt, GptError, GptHeader, GptPartition, HeaderCopy, Mbr, MbrEntry,
     MbrError, MbrKind,

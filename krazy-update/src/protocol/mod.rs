@@ -72,44 +72,7 @@ impl fmt::Display for Slot {
     }
 }
 
-/// A CPU architecture an image is built for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Arch {
-    /// 64-bit x86 (`"x86_64"`).
-    #[serde(rename = "x86_64")]
-    X86_64,
-    /// 64-bit Arm (`"aarch64"`).
-    #[serde(rename = "aarch64")]
-    Aarch64,
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Aarch64 => "aarch64",
-        })
-    }
-}
-
-/// A board family: decides the partition layout and the boot flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Platform {
-    /// A UEFI PC or VM booting systemd-boot from an ESP.
-    Pc,
-    /// A Raspberry Pi 3 booting through the firmware and autoboot.txt.
-    Pi3,
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Platform::Pc => "pc",
-            Platform::Pi3 => "pi3",
-        })
-    }
-}
+pub use krazy_disk::{Arch, Platform};
 
 /// Which part of a slot a `PUT` carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
