@@ -667,7 +667,11 @@ fn qemu_dies_with_the_process_that_started_it_not_with_the_thread() {
     let pid: u32 = lines
         .by_ref()
         .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("QEMU_PID ").map(|p| p.parse().unwrap()))
+        // libtest may print "test NAME ... " on the same line first.
+        .find_map(|l| {
+            l.split_once("QEMU_PID ")
+                .map(|(_, p)| p.trim().parse().unwrap())
+        })
         .expect("the child printed QEMU's pid");
     assert!(alive(pid));
     // SIGKILL: no destructor, no handler; only the kernel can clean up.
