@@ -2,11 +2,13 @@
 //! command line it builds, the UEFI variable store kept beside the image,
 //! the retrying HTTP client against a real local server, and real boots of
 //! OVMF + systemd-boot under TCG (serial capture, a guest reboot inside one
-//! QEMU process, `-no-reboot`, QMP powerdown/quit, and Drop killing QEMU).
+//! QEMU process, `-no-reboot`, QMP powerdown/quit, Drop killing QEMU, QEMU
+//! dying with the process that started it, and a host forward carrying the
+//! firmware's HTTP boot request to a listener on the host).
 
 use krazy_build::vm::{
     discover, free_port, http_request, prepare_vars, vars_path, wait_http, Accel, Discovery,
-    HttpRequest, Ovmf, Tools, Vm, VmError, VmOptions,
+    HostForward, HttpRequest, Ovmf, Tools, Vm, VmError, VmOptions,
 };
 use krazy_disk::{Arch, InstanceId, Layout, LayoutOptions, PartitionTable, Platform, Role};
 use krazy_fs::fat::{self, FatOptions};
@@ -14,6 +16,7 @@ use krazy_fs::{Contents, FileDevice, Tree};
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::Ipv4Addr;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -187,6 +190,65 @@ fn command_line_is_uefi_virtio_and_loopback_forwards() {
     assert!(a.contains(&OsString::from("-no-reboot")));
     assert!(!a.contains(&OsString::from("i6300esb")));
     assert_eq!(a[a.len() - 2..], [OsString::from("-smp"), "2".into()]);
+}
+
+#[test]
+fn host_forwards_are_guestfwd_rules_inside_the_user_network() {
+    let a = VmOptions::new("/i.img")
+        .with_forward(18080, 80)
+        .with_host_forward(Ipv4Addr::new(10, 0, 2, 100), 514, 5514)
+        .with_host_forward(Ipv4Addr::new(10, 0, 2, 101), 80, 8080)
+        .qemu_args(Path::new("/c"), Path::new("/v"), Path::new("/s"));
+    assert!(has(
+        &a,
+        (
+            "-netdev",
+            "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:18080-:80,\
+             guestfwd=tcp:10.0.2.100:514-tcp:127.0.0.1:5514,\
+             guestfwd=tcp:10.0.2.101:80-tcp:127.0.0.1:8080"
+        )
+    ));
+
+    let f: HostForward = "10.0.2.100:514=5514".parse().unwrap();
+    assert_eq!(
+        f,
+        HostForward::new(Ipv4Addr::new(10, 0, 2, 100), 514, 5514).unwrap()
+    );
+    assert_eq!(f.to_string(), "10.0.2.100:514=5514");
+    for (bad, why) in [
+        (
+            "192.168.1.5:80=8080",
+            "inside QEMU's user network 10.0.2.0/24",
+        ),
+        (
+            "10.0.3.100:80=8080",
+            "inside QEMU's user network 10.0.2.0/24",
+        ),
+        ("10.0.2.2:80=8080", "host alias"),
+        ("10.0.2.3:53=53", "DNS"),
+        ("10.0.2.15:80=8080", "DHCP"),
+        ("10.0.2.0:80=8080", "broadcast"),
+        ("10.0.2.255:80=8080", "broadcast"),
+        ("10.0.2.100:0=8080", "1-65535"),
+        ("10.0.2.100:80=0", "1-65535"),
+        ("10.0.2.100:80", "GUEST_ADDR:GUEST_PORT=HOST_PORT"),
+        ("host:80=8080", "IPv4"),
+    ] {
+        let e = bad.parse::<HostForward>().unwrap_err();
+        assert!(matches!(e, VmError::HostForward { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains(why), "{bad}: {msg}");
+    }
+    // Vm::start checks what with_host_forward took unchecked, before
+    // anything is looked for or created.
+    let t = tempfile::tempdir().unwrap();
+    let e = Vm::start(VmOptions::new(t.path().join("none.img")).with_host_forward(
+        Ipv4Addr::new(192, 168, 0, 1),
+        80,
+        8080,
+    ))
+    .unwrap_err();
+    assert!(matches!(e, VmError::HostForward { .. }), "{e:?}");
 }
 
 #[test]
@@ -562,4 +624,111 @@ fn foreground_copies_the_serial_console_to_stdout() {
         stdout.contains("\u{1b}["),
         "raw console bytes expected: {stdout}"
     );
+}
+
+/// Whether process `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        let state = s.rsplit_once(") ").map(|(_, r)| r.chars().next());
+        !matches!(state, Some(Some('Z' | 'X')))
+    })
+}
+
+#[test]
+fn qemu_dies_with_the_process_that_started_it_not_with_the_thread() {
+    // A child copy of this test binary starts QEMU from a thread that
+    // exits, prints QEMU's pid, and then waits to be killed.
+    if std::env::var_os("KRAZY_VM_PDEATHSIG_CHILD").is_some() {
+        let t = tempfile::tempdir().unwrap();
+        let image = t.path().join("blank.img");
+        File::create(&image).unwrap().set_len(MIB).unwrap();
+        let vm = thread::spawn(move || Vm::start(VmOptions::new(&image).with_tools(tools())))
+            .join()
+            .unwrap()
+            .unwrap();
+        thread::sleep(Duration::from_millis(500));
+        assert!(alive(vm.pid()), "QEMU died with the thread that started it");
+        println!("QEMU_PID {}", vm.pid());
+        thread::sleep(Duration::from_secs(120));
+        return;
+    }
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "qemu_dies_with_the_process_that_started_it_not_with_the_thread",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("KRAZY_VM_PDEATHSIG_CHILD", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let pid: u32 = lines
+        .by_ref()
+        .map_while(Result::ok)
+        // libtest may print "test NAME ... " on the same line first.
+        .find_map(|l| {
+            l.split_once("QEMU_PID ")
+                .map(|(_, p)| p.trim().parse().unwrap())
+        })
+        .expect("the child printed QEMU's pid");
+    assert!(alive(pid));
+    // SIGKILL: no destructor, no handler; only the kernel can clean up.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alive(pid) && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !alive(pid),
+        "QEMU {pid} outlived the process that started it"
+    );
+}
+
+#[test]
+fn host_forward_carries_the_guests_connection_to_the_host() {
+    // The firmware's iPXE boots over HTTP from the URL the DHCP server
+    // offers: here one behind a host forward, so its GET arrives at this
+    // listener through QEMU, with `restrict=on` in force.
+    let t = tempfile::tempdir().unwrap();
+    let image = t.path().join("blank.img");
+    File::create(&image).unwrap().set_len(MIB).unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let vm = Vm::start(
+        VmOptions::new(&image)
+            .with_tools(tools())
+            .with_fresh_vars(true)
+            .with_host_forward(Ipv4Addr::new(10, 0, 2, 100), 8080, port)
+            .with_extra_arg("-set")
+            .with_extra_arg("netdev.net0.bootfile=http://10.0.2.100:8080/krazy-boot.efi"),
+    )
+    .unwrap();
+    assert!(vm
+        .args()
+        .iter()
+        .any(|a| a.to_string_lossy().contains(&format!(
+            "restrict=on,guestfwd=tcp:10.0.2.100:8080-tcp:127.0.0.1:{port}"
+        ))));
+    // QEMU connected when it started; the guest's request comes over it.
+    let (s, _) = l.accept().unwrap();
+    s.set_read_timeout(Some(BOOT_WAIT)).unwrap();
+    let mut r = BufReader::new(s);
+    let mut first = String::new();
+    r.read_line(&mut first)
+        .unwrap_or_else(|e| panic!("{e}\n{}", vm.serial_tail(40)));
+    assert_eq!(
+        first.trim_end(),
+        "GET /krazy-boot.efi HTTP/1.1",
+        "{first:?}"
+    );
+    let mut host = String::new();
+    while !host.starts_with("Host:") {
+        host.clear();
+        assert_ne!(r.read_line(&mut host).unwrap(), 0);
+    }
+    assert_eq!(host.trim_end(), "Host: 10.0.2.100:8080");
+    vm.kill().unwrap();
 }

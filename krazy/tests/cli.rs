@@ -1,6 +1,7 @@
 //! The `krazy` command line, run as a user runs it: help on every verb,
 //! `new`, `build --json`, clear errors, `status` and `logs` over pinned
-//! HTTPS, `vm run --smoke` booting the pc appliance in QEMU, and `update`
+//! HTTPS, `vm run --smoke` booting the pc appliance in QEMU, `vm run`
+//! leaving no QEMU behind when it is sent SIGTERM or SIGHUP, and `update`
 //! committing one build and reporting the rollback of another.
 
 use std::path::{Path, PathBuf};
@@ -68,7 +69,14 @@ fn every_verb_has_help() {
         assert!(h.contains("Usage: krazy"), "{h}");
     }
     let h = ok(&krazy().args(["vm", "run", "--help"]).output().unwrap());
-    for flag in ["--forward", "--smoke", "--serial-log", "--accel", "-c"] {
+    for flag in [
+        "--forward",
+        "--host-forward",
+        "--smoke",
+        "--serial-log",
+        "--accel",
+        "-c",
+    ] {
         assert!(h.contains(flag), "{flag} missing from\n{h}");
     }
 }
@@ -231,6 +239,106 @@ fn build_json_then_vm_run_smoke_boots_the_pc_appliance() {
     let log = std::fs::read_to_string(&serial).unwrap();
     assert!(log.contains("Poweroff: stopping services"), "{log}");
     assert!(log.contains("reboot: Power down"), "{log}");
+}
+
+/// QEMU processes (pid, command line) whose command line names `needle`.
+fn qemus_naming(needle: &str) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains("qemu-system") && cmd.contains(needle) {
+            found.push((pid, cmd));
+        }
+    }
+    found
+}
+
+#[test]
+fn vm_run_leaves_no_qemu_behind_on_sigterm_or_sighup() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::io::BufRead;
+    use std::process::Stdio;
+
+    let t = tempfile::tempdir().unwrap();
+    let inst = pc_instance(t.path());
+    let img = t.path().join("vm.img");
+    let img_s = img.to_str().unwrap().to_string();
+    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    for sig in [Signal::SIGTERM, Signal::SIGHUP] {
+        let mut child = krazy()
+            .args(["vm", "run", "-c"])
+            .arg(&inst)
+            .arg("--image")
+            .arg(&img)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until QEMU runs and krazy says it is ready for Ctrl-C (the
+        // build comes first; QEMU need not finish booting).
+        let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut said = String::new();
+        loop {
+            let mut l = String::new();
+            if err.read_line(&mut l).unwrap() == 0 {
+                panic!("krazy vm run ended early: {:?}\n{said}", child.wait());
+            }
+            said.push_str(&l);
+            if l.contains("Ctrl-C powers the VM off") {
+                break;
+            }
+        }
+        let qemus = qemus_naming(&img_s);
+        assert_eq!(qemus.len(), 1, "{qemus:?}\n{said}");
+        let (qemu_pid, cmd) = &qemus[0];
+        let runtime_dir = cmd
+            .split_whitespace()
+            .find_map(|a| a.strip_prefix("unix:"))
+            .and_then(|s| s.split(',').next())
+            .and_then(|sock| Path::new(sock).parent())
+            .unwrap()
+            .to_path_buf();
+        assert!(runtime_dir.to_string_lossy().contains("krazy-vm-"), "{cmd}");
+        assert!(runtime_dir.is_dir(), "{}", runtime_dir.display());
+
+        let krazy_pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
+        kill(krazy_pid, sig).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "krazy did not exit on {sig}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+        assert_eq!(
+            status.code(),
+            Some(128 + sig as i32),
+            "{status}\n{said}{rest}"
+        );
+        assert!(rest.contains("stopping QEMU"), "{rest}");
+        // Killed and reaped by krazy: no process, not even a zombie.
+        assert!(
+            !Path::new(&format!("/proc/{qemu_pid}")).exists(),
+            "QEMU {qemu_pid} outlived krazy ({sig})"
+        );
+        assert!(qemus_naming(&img_s).is_empty(), "{sig}");
+        assert!(
+            !runtime_dir.exists(),
+            "{} left behind",
+            runtime_dir.display()
+        );
+    }
 }
 
 /// `krazy-init supervise` on this host with the instance's certificate: the

@@ -1,7 +1,10 @@
-//! `krazy vm run`: build the pc image and boot it in QEMU.
+//! `krazy vm run`: build the pc image and boot it in QEMU (signals and
+//! cleanup in `signals.rs`).
+
+mod signals;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -9,7 +12,7 @@ use clap::Args;
 use krazy_build::config::{Config, Platform};
 use krazy_build::pipeline;
 use krazy_build::remote;
-use krazy_build::vm::{self, Accel, Vm, VmOptions};
+use krazy_build::vm::{self, Accel, HostForward, Vm, VmOptions};
 
 use crate::Instance;
 
@@ -21,6 +24,13 @@ pub struct RunArgs {
     /// Forward 127.0.0.1:HOST_PORT to the guest's GUEST_PORT (repeatable).
     #[arg(long = "forward", value_name = "HOST_PORT:GUEST_PORT", value_parser = parse_forward)]
     forwards: Vec<(u16, u16)>,
+    /// Let the guest reach the host's 127.0.0.1:HOST_PORT by connecting to
+    /// GUEST_ADDR:GUEST_PORT, an address in QEMU's user network 10.0.2.0/24
+    /// such as 10.0.2.100 (repeatable). The service must already listen:
+    /// QEMU connects once at start and carries the guest's connections over
+    /// that one stream. Everything else stays unreachable from the guest.
+    #[arg(long = "host-forward", value_name = "GUEST_ADDR:GUEST_PORT=HOST_PORT", value_parser = parse_host_forward)]
+    host_forwards: Vec<HostForward>,
     /// Wait until every boot service runs, print one JSON line, power off, exit.
     #[arg(long)]
     smoke: bool,
@@ -54,24 +64,8 @@ fn parse_forward(s: &str) -> Result<(u16, u16), String> {
     Ok((p(h)?, p(g)?))
 }
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigint(_: nix::libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Catches Ctrl-C so the VM is powered off in an orderly way (QEMU runs in
-/// its own process group and does not see the terminal's SIGINT).
-fn catch_ctrl_c() -> anyhow::Result<()> {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let act = SigAction::new(
-        SigHandler::Handler(on_sigint),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    // SAFETY: the handler only stores into an atomic, which is async-signal-safe.
-    unsafe { sigaction(Signal::SIGINT, &act) }.context("cannot catch Ctrl-C")?;
-    Ok(())
+fn parse_host_forward(s: &str) -> Result<HostForward, String> {
+    s.parse::<HostForward>().map_err(|e| e.to_string())
 }
 
 /// Runs `krazy vm run`.
@@ -116,12 +110,18 @@ pub fn run(a: &RunArgs) -> anyhow::Result<()> {
     for (h, g) in &a.forwards {
         vo = vo.with_forward(*h, *g);
     }
+    for f in &a.host_forwards {
+        vo = vo.with_host_forward(f.guest_addr, f.guest_port, f.host_port);
+    }
     if let Some(l) = &a.serial_log {
         vo = vo.with_serial_log(l);
     }
-    catch_ctrl_c()?;
-    let started = Vm::start(vo)?;
-    let vmh = &started;
+    // Ctrl-C powers off (interactive) or stops (--smoke); SIGTERM and
+    // SIGHUP stop QEMU and clean up.
+    signals::install(a.smoke)?;
+    let started = Arc::new(Vm::start(vo)?);
+    signals::register(&started);
+    let vmh: &Vm = &started;
     let port = if config.web.tls { https } else { http };
     let scheme = if config.web.tls { "https" } else { "http" };
     let password = std::fs::read_to_string(dir.join("secrets/password")).unwrap_or_default();
@@ -144,6 +144,12 @@ pub fn run(a: &RunArgs) -> anyhow::Result<()> {
     for (h, g) in &a.forwards {
         eprintln!("krazy: 127.0.0.1:{h} -> guest port {g}");
     }
+    for f in &a.host_forwards {
+        eprintln!(
+            "krazy: guest {}:{} -> host 127.0.0.1:{}",
+            f.guest_addr, f.guest_port, f.host_port
+        );
+    }
     if a.smoke {
         return smoke(vmh, &config, dir, port, a.timeout, &report.build_id);
     }
@@ -154,7 +160,7 @@ pub fn run(a: &RunArgs) -> anyhow::Result<()> {
             eprintln!("krazy: QEMU exited ({st})");
             return Ok(());
         }
-        if INTERRUPTED.swap(false, Ordering::SeqCst) {
+        if signals::take_interrupt() {
             if asked {
                 eprintln!("krazy: stopping QEMU");
                 vmh.quit()?;
