@@ -122,8 +122,8 @@ pub(super) fn read_image_gpt(img: &File, size: u64) -> Option<Vec<Range<u64>>> {
     )
 }
 
-/// [`Holes::Auto`]: everything, except the parts of ext4 partitions whose
-/// old contents ext4 never reads.
+/// [`Holes::Auto`](super::Holes::Auto): everything, except the parts of
+/// ext4 partitions whose old contents ext4 never reads.
 pub(super) fn auto_ranges(img: &File, size: u64, parts: &[Range<u64>]) -> Vec<Range<u64>> {
     let mut skip = Vec::new();
     let mut keep = Vec::new();
