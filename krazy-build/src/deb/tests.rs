@@ -149,3 +149,25 @@ fn control_text_parses() {
     assert_eq!(f["Version"], "6.1.158-1");
     assert_eq!(f["Description"], "x\nmore");
 }
+
+/// `e` and its causes as a `{:#}`-style chain printer shows them.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
+#[test]
+fn read_errors_print_their_cause_once() {
+    let d = tempfile::tempdir().unwrap();
+    let e =
+        extract_to_dir(&d.path().join("nope.deb"), &d.path().join("out"), |_| true).unwrap_err();
+    assert!(matches!(e, DebError::Read { .. }), "{e}");
+    let c = chain(&e);
+    assert_eq!(c.matches("No such file").count(), 1, "{c}");
+}

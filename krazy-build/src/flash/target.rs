@@ -571,4 +571,26 @@ mod tests {
             vec![("sda1".to_string(), (8, 1)), ("sda2".to_string(), (8, 2))]
         );
     }
+
+    /// `e` and its causes as a `{:#}`-style chain printer shows them.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut s = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            s.push_str(": ");
+            s.push_str(&c.to_string());
+            cause = c.source();
+        }
+        s
+    }
+
+    #[test]
+    fn open_errors_print_their_cause_once() {
+        let t = tempfile::tempdir().unwrap();
+        let e = inspect_target(&t.path().join("sdz")).unwrap_err();
+        assert!(matches!(e, FlashError::Open { .. }), "{e}");
+        let c = chain(&e);
+        assert_eq!(c.matches("No such file").count(), 1, "{c}");
+        assert!(c.contains("lsblk"), "{c}");
+    }
 }

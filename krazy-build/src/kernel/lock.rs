@@ -121,4 +121,36 @@ mod tests {
         fs::write(&p, "[kernel]\nbogus = 1\n").unwrap();
         assert!(matches!(Lock::read(&p), Err(KernelError::BadLock { .. })));
     }
+
+    /// `e` and its causes as a `{:#}`-style chain printer shows them.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut s = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            s.push_str(": ");
+            s.push_str(&c.to_string());
+            cause = c.source();
+        }
+        s
+    }
+
+    #[test]
+    fn io_and_lock_errors_print_their_cause_once() {
+        let d = tempfile::tempdir().unwrap();
+        let e = sha256_file(&d.path().join("nope.deb")).unwrap_err();
+        assert!(matches!(e, KernelError::Io { .. }), "{e}");
+        let c = chain(&e);
+        assert_eq!(c.matches("No such file").count(), 1, "{c}");
+        let p = d.path().join(LOCK_FILE);
+        fs::write(&p, "[kernel]\nbogus = 1\n").unwrap();
+        let e = Lock::read(&p).unwrap_err();
+        let c = chain(&e);
+        assert_eq!(c.matches("TOML parse error").count(), 1, "{c}");
+        let apt = KernelError::from(crate::kernel::AptError::Command {
+            command: "apt-cache show x".into(),
+            detail: "E: No packages found".into(),
+        });
+        let c = chain(&apt);
+        assert_eq!(c.matches("No packages found").count(), 1, "{c}");
+    }
 }
