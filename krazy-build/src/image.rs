@@ -129,10 +129,10 @@ pub enum ImageError {
     #[error("{0} (pass a larger --size)")]
     Layout(#[from] krazy_disk::LayoutError),
     /// The partition table could not be made.
-    #[error("{0}")]
+    #[error(transparent)]
     Table(#[from] krazy_disk::TableError),
     /// The kernel's modules could not be indexed or a needed one is missing.
-    #[error("{0}")]
+    #[error(transparent)]
     Kernel(#[from] crate::kernel::KernelError),
     /// The firmware does not fit the platform.
     #[error("the {platform} platform needs {needed} firmware; check [firmware] in krazy.toml")]
@@ -143,7 +143,7 @@ pub enum ImageError {
         needed: &'static str,
     },
     /// The Pi 3 device tree is missing from the kernel.
-    #[error("{0}")]
+    #[error(transparent)]
     Firmware(#[from] crate::firmware::FirmwareError),
     /// A file system did not fit its partition or could not be written.
     #[error("{part}: {reason}")]
@@ -164,7 +164,7 @@ pub enum ImageError {
         capacity: u64,
     },
     /// The SBOM could not hash a file.
-    #[error("{0}")]
+    #[error(transparent)]
     Sbom(#[from] crate::sbom::SbomError),
     /// Writing the image file failed.
     #[error("{}: {source}", path.display())]

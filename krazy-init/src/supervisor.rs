@@ -518,7 +518,7 @@ fn record(svc: &Service, m: &Machine, before: State, input: Input) {
 
 #[derive(Debug, thiserror::Error)]
 enum SpawnError {
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("the kernel gave a pid that does not fit: {0}")]
     Pid(u32),
