@@ -518,7 +518,7 @@ fn record(svc: &Service, m: &Machine, before: State, input: Input) {
 
 #[derive(Debug, thiserror::Error)]
 enum SpawnError {
-    #[error(transparent)]
+    #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("the kernel gave a pid that does not fit: {0}")]
     Pid(u32),
