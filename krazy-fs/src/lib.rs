@@ -19,6 +19,7 @@ pub mod cpio;
 pub mod dev;
 pub mod ext4;
 pub mod fat;
+#[cfg(feature = "squashfs")]
 pub mod squashfs;
 pub mod tree;
 

@@ -35,8 +35,11 @@ use std::io;
 
 use crate::tree::{NameRules, TreeError};
 
+mod dirent;
+mod geometry;
 mod names;
 mod read;
+mod records;
 mod write;
 
 pub use read::{DirEntry, FatVolume};
