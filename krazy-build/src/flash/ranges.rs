@@ -130,7 +130,7 @@ pub(super) fn auto_ranges(img: &File, size: u64, parts: &[Range<u64>]) -> Vec<Ra
     for p in parts {
         let Ok(f) = img.try_clone() else { continue };
         let mut dev = krazy_fs::FileDevice::new(f, p.start, p.end - p.start);
-        if let Some(needed) = ext4_needed(&mut dev) {
+        if let Some(needed) = krazy_fs::ext4::used_ranges(&mut dev) {
             tracing::debug!(partition = ?p, ranges = needed.len(), "ext4: zeroing its metadata only");
             skip.push(p.clone());
             keep.extend(
@@ -145,100 +145,14 @@ pub(super) fn auto_ranges(img: &File, size: u64, parts: &[Range<u64>]) -> Vec<Ra
     normalize(v)
 }
 
-const MIB: u64 = 1 << 20;
-const BG_INODE_UNINIT: u16 = 0x1;
-const BG_BLOCK_UNINIT: u16 = 0x2;
-const BG_INODE_ZEROED: u16 = 0x4;
-
-/// The ranges of an ext4 file system on `dev` (relative to its start)
-/// whose bytes ext4 reads before writing them (see [`Holes::Auto`](super::Holes::Auto)); `None`
-/// when `dev` does not hold a sane ext4.
-fn ext4_needed(dev: &mut impl krazy_fs::BlockDevice) -> Option<Vec<Range<u64>>> {
-    let len = dev.len();
-    let info = krazy_fs::ext4::probe(dev)?;
-    let mut sb = [0u8; 1024];
-    dev.read_at(1024, &mut sb).ok()?;
-    let u16at = |b: &[u8], o: usize| u64::from(u16::from_le_bytes([b[o], b[o + 1]]));
-    let u32at =
-        |b: &[u8], o: usize| u64::from(u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]));
-    let bs = u64::from(info.block_size);
-    let first_data_block = u32at(&sb, 0x14);
-    let blocks_per_group = u32at(&sb, 0x20);
-    let inodes_per_group = u32at(&sb, 0x28);
-    let inode_size = if u32at(&sb, 0x4C) == 0 {
-        128
-    } else {
-        u16at(&sb, 0x58)
-    };
-    let is64 = info.feature_incompat & 0x80 != 0;
-    let desc_size = if is64 { u16at(&sb, 0xFE).max(32) } else { 32 };
-    // Group flags and itable_unused count only with group checksums.
-    let csum = info.feature_ro_compat & (0x10 | 0x400) != 0;
-    if blocks_per_group == 0 || inodes_per_group == 0 || info.blocks <= first_data_block {
-        return None;
-    }
-    let groups = (info.blocks - first_data_block).div_ceil(blocks_per_group);
-    let gdt_off = (first_data_block + 1) * bs;
-    let gdt_len = groups.checked_mul(desc_size)?;
-    if gdt_len > 64 * MIB || gdt_off + gdt_len > len {
-        return None;
-    }
-    let mut gdt = vec![0u8; usize::try_from(gdt_len).ok()?];
-    dev.read_at(gdt_off, &mut gdt).ok()?;
-
-    let mut v = vec![
-        0..MIB.min(len),
-        len.saturating_sub(MIB)..len,
-        gdt_off..gdt_off + gdt_len,
-    ];
-    let itable_len = inodes_per_group * inode_size;
-    for d in gdt.chunks_exact(usize::try_from(desc_size).ok()?) {
-        let hi = |lo: usize, hi: usize| {
-            u32at(d, lo)
-                | if desc_size >= 64 {
-                    u32at(d, hi) << 32
-                } else {
-                    0
-                }
-        };
-        let block_bitmap = hi(0x0, 0x20);
-        let inode_bitmap = hi(0x4, 0x24);
-        let inode_table = hi(0x8, 0x28);
-        let (flags, unused) = if csum {
-            let unused = u16at(d, 0x1C)
-                | if desc_size >= 64 {
-                    u16at(d, 0x32) << 16
-                } else {
-                    0
-                };
-            (u16at(d, 0x12) as u16, unused)
-        } else {
-            (0, 0)
-        };
-        if flags & BG_BLOCK_UNINIT == 0 {
-            v.push(block_bitmap * bs..(block_bitmap + 1) * bs);
-        }
-        if flags & BG_INODE_UNINIT == 0 {
-            v.push(inode_bitmap * bs..(inode_bitmap + 1) * bs);
-            let used = inodes_per_group.saturating_sub(unused);
-            v.push(inode_table * bs..inode_table * bs + used * inode_size);
-        }
-        if flags & BG_INODE_ZEROED != 0 {
-            v.push(inode_table * bs..inode_table * bs + itable_len);
-        }
-    }
-    if v.iter().any(|r| r.end > len) {
-        return None;
-    }
-    Some(normalize(v))
-}
-
 #[cfg(test)]
 #[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
     use krazy_fs::ext4::{Ext4Options, InodeTableInit};
     use krazy_fs::MemDevice;
+
+    const MIB: u64 = 1 << 20;
 
     #[test]
     fn range_algebra() {
@@ -264,7 +178,7 @@ mod tests {
         let covers = |v: &[Range<u64>], r: &Range<u64>| {
             v.iter().any(|x| x.start <= r.start && r.end <= x.end)
         };
-        let needed = ext4_needed(&mut lazy).unwrap();
+        let needed = krazy_fs::ext4::used_ranges(&mut lazy).unwrap();
         assert_eq!(needed[0].start, 0);
         assert!(needed[0].end >= MIB);
         assert_eq!(needed.last().unwrap().end, size);
@@ -275,13 +189,13 @@ mod tests {
         let mut zeroed = MemDevice::zeroed(size as usize);
         let opts = Ext4Options::new([1; 16], 1).inode_tables(InodeTableInit::Zero);
         krazy_fs::ext4::format(&mut zeroed, &opts).unwrap();
-        let needed = ext4_needed(&mut zeroed).unwrap();
+        let needed = krazy_fs::ext4::used_ranges(&mut zeroed).unwrap();
         assert!(covers(&needed, &table1), "{needed:?}");
         assert!(
             covers(&needed, &(4 * 4096..4 * 4096 + 2 * MIB)),
             "{needed:?}"
         );
 
-        assert!(ext4_needed(&mut MemDevice::zeroed(size as usize)).is_none());
+        assert!(krazy_fs::ext4::used_ranges(&mut MemDevice::zeroed(size as usize)).is_none());
     }
 }
