@@ -2,6 +2,8 @@
 //! the elf module and run; a package with two binaries; a package that does
 //! not compile; a dynamic build caught by the ELF check.
 
+mod common;
+
 use krazy_build::cargo::{
     build_all, BuildOptions, BuildSpec, CargoError, SystemPrograms, Toolchain,
 };
@@ -229,7 +231,7 @@ fn system_programs_come_from_the_workspace_or_the_registry() {
 #[test]
 fn aarch64_hello_when_the_target_is_installed() {
     let Ok(tc) = Toolchain::detect(Arch::Aarch64) else {
-        eprintln!("skipped: `rustup target add aarch64-unknown-linux-musl` to run it");
+        common::skip("`rustup target add aarch64-unknown-linux-musl` to run it");
         return;
     };
     if tc.fallback {

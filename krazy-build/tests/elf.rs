@@ -3,6 +3,8 @@
 //! musl Rust program, an object file, and an aarch64 program when the
 //! aarch64 musl target is installed.
 
+mod common;
+
 use krazy_build::elf::{check_static, Arch, ElfError};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -135,7 +137,7 @@ fn rust_musl_programs() {
             Err(ElfError::WrongArch { .. })
         ));
     } else {
-        eprintln!("skipped x86_64 musl: `rustup target add x86_64-unknown-linux-musl` to run it");
+        common::skip("x86_64 musl: `rustup target add x86_64-unknown-linux-musl` to run it");
     }
     if has_target("aarch64-unknown-linux-musl") {
         let p = rust_program(t.path(), "aarch64-unknown-linux-musl");
@@ -143,6 +145,6 @@ fn rust_musl_programs() {
         let e = check_static(&p, Arch::X86_64).unwrap_err();
         assert!(e.to_string().contains("built for aarch64"), "{e}");
     } else {
-        eprintln!("skipped aarch64: `rustup target add aarch64-unknown-linux-musl` to run it");
+        common::skip("aarch64: `rustup target add aarch64-unknown-linux-musl` to run it");
     }
 }

@@ -8,6 +8,8 @@
 //! `cargo test -p krazy-build --test flash -- --ignored --nocapture
 //! measure` prints the throughput figures quoted in the module docs.
 
+mod common;
+
 use krazy_build::flash::{
     inspect_target, inspect_target_with, write_image, write_image_with, FlashError, Holes, Phase,
     Progress, Reread, TargetOptions, Verify, WriteOptions, ZeroWith,
@@ -29,7 +31,7 @@ fn can_run() -> bool {
         .unwrap_or(false);
     let have = |c: &str| Command::new(c).arg("--version").output().is_ok();
     if !(root && have("losetup") && have("sgdisk")) {
-        eprintln!("skipping: needs root, losetup and sgdisk");
+        common::skip("needs root, losetup and sgdisk");
         return false;
     }
     true

@@ -27,7 +27,7 @@ fn offset_against_chrony_is_near_zero() {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root || Command::new("chronyd").arg("--version").output().is_err() || !can_run() {
-        eprintln!("skipping: needs root and chrony");
+        common::skip("needs root and chrony");
         return;
     }
     let lab = Lab::new(20);

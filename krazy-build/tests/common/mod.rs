@@ -61,3 +61,13 @@ pub fn run(cmd: &mut Command) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Says loudly that a test skips for want of `why`; under `KRAZY_CI=1`
+/// (which `.ci/run` sets, after installing every tool) a skip is a failure.
+pub fn skip(why: &str) {
+    assert!(
+        std::env::var("KRAZY_CI").as_deref() != Ok("1"),
+        "KRAZY_CI=1, and this test would skip: {why}"
+    );
+    eprintln!("SKIPPED: {why}");
+}

@@ -25,7 +25,7 @@ pub fn can_run() -> bool {
     let root = unsafe { libc::geteuid() } == 0;
     let have = |c: &str| Command::new(c).arg("--version").output().is_ok();
     if !(root && have("ip") && have("dnsmasq")) {
-        eprintln!("skipping: needs root, iproute2 and dnsmasq");
+        skip("needs root, iproute2 and dnsmasq");
         return false;
     }
     true
@@ -285,4 +285,14 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 /// Reads a log file (lossy).
 pub fn read(p: &Path) -> String {
     String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned()
+}
+
+/// Says loudly that a test skips for want of `why`; under `KRAZY_CI=1`
+/// (which `.ci/run` sets, after installing every tool) a skip is a failure.
+pub fn skip(why: &str) {
+    assert!(
+        std::env::var("KRAZY_CI").as_deref() != Ok("1"),
+        "KRAZY_CI=1, and this test would skip: {why}"
+    );
+    eprintln!("SKIPPED: {why}");
 }
