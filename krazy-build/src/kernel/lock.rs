@@ -122,17 +122,7 @@ mod tests {
         assert!(matches!(Lock::read(&p), Err(KernelError::BadLock { .. })));
     }
 
-    /// `e` and its causes as a `{:#}`-style chain printer shows them.
-    fn chain(e: &dyn std::error::Error) -> String {
-        let mut s = e.to_string();
-        let mut cause = e.source();
-        while let Some(c) = cause {
-            s.push_str(": ");
-            s.push_str(&c.to_string());
-            cause = c.source();
-        }
-        s
-    }
+    use crate::test_util::chain;
 
     #[test]
     fn io_and_lock_errors_print_their_cause_once() {
