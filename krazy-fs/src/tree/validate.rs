@@ -35,8 +35,6 @@ impl NameRules {
     };
 }
 
-/// An in-memory directory tree: the input of every writer.
-
 impl Tree {
     /// Checks the whole tree against `rules` and returns the hierarchy that
     /// writers walk. Fails on the first problem, naming its path.
