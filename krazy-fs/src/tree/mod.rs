@@ -107,6 +107,7 @@ pub enum TreeError {
     },
 }
 
+/// An in-memory directory tree: the input of every writer.
 ///
 /// Paths are `/`-separated and relative to the root (a leading `/` is
 /// accepted and dropped). The root directory always exists; change its
