@@ -10,7 +10,7 @@
 //! platform's (`ttyS0,115200` on pc, `ttyAMA0,115200` on pi3),
 //! `kernel_args = []`, `[firmware]` `apt = "systemd-boot-efi"` on pc (pi3 has
 //! no default: the firmware directory must be given), `[web]` ports 80/443
-//! with `tls = true`, `[update] settle_seconds = 30`; per package `bin` = the
+//! with `tls = true`, `[update] settle_seconds = 30` (`deadline_seconds = 180`, `fail_after_restarts = 3`); per package `bin` = the
 //! package's only binary, `args = []`, `env = {}`, `start = "boot"`,
 //! `restart = "on-failure"`, `wait_for = []`, no health check; per file
 //! `mode = "0644"`.
@@ -179,42 +179,11 @@ impl From<FirmwareSource> for RawFirmware {
 }
 
 /// `[web]`: the device's web interface. The image carries it, field for
-/// field, as `/etc/krazy/web.toml` (krazy-init's `config::WebSettings`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Web {
-    /// Port of the plain HTTP listener (default 80).
-    pub http_port: u16,
-    /// Port of the HTTPS listener (default 443).
-    pub https_port: u16,
-    /// Whether to serve HTTPS with the instance's certificate (default
-    /// true). With it, a device whose certificate is missing or broken
-    /// answers authenticated requests with 503 rather than take the password
-    /// over plain HTTP.
-    pub tls: bool,
-    /// TCP connections served at once, all clients together (default 256);
-    /// over it the oldest unauthenticated connection is shed, or the new one
-    /// gets 429. Held under PID 1's file descriptor limit minus a reserve
-    /// for the services.
-    pub max_connections: u32,
-    /// TCP connections at once from one IPv4 address or IPv6 /64 (default 32); over it: 429.
-    pub max_connections_per_peer: u32,
-    /// Live log followers (`logs -f`, the log page) at once (default 16); over it: 429.
-    pub max_log_followers: u32,
-}
-
-impl Default for Web {
-    fn default() -> Self {
-        Self {
-            http_port: 80,
-            https_port: 443,
-            tls: true,
-            max_connections: 256,
-            max_connections_per_peer: 32,
-            max_log_followers: 16,
-        }
-    }
-}
+/// field, as `/etc/krazy/web.toml`: one struct, krazy-init's
+/// [`krazy_init::config::WebSettings`] (ports 80/443, `tls = true`,
+/// `max_connections` 256, `max_connections_per_peer` 32,
+/// `max_log_followers` 16 by default; each limit at least 1).
+pub use krazy_init::config::WebSettings as Web;
 
 /// `[update]`: how updates are committed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,6 +195,10 @@ pub struct Update {
     /// How long a trial boot may take to become healthy before it is
     /// rolled back (seconds since the new init started; default 180).
     pub deadline_seconds: u32,
+    /// How many automatic restarts of one boot service, before the trial
+    /// settled, roll it back at once instead of waiting for the deadline
+    /// (default 3; 0: only the deadline).
+    pub fail_after_restarts: u32,
 }
 
 impl Default for Update {
@@ -233,43 +206,20 @@ impl Default for Update {
         Self {
             settle_seconds: 30,
             deadline_seconds: 180,
+            fail_after_restarts: 3,
         }
     }
 }
 
-/// When a service starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Start {
-    /// At boot (default).
-    #[default]
-    Boot,
-    /// Only when started from the web UI or API.
-    Manual,
-}
-
-/// What the supervisor does when a service exits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Restart {
-    /// Restart after any exit.
-    Always,
-    /// Restart after a non-zero exit or a signal (default).
-    #[default]
-    OnFailure,
-    /// Never restart.
-    Never,
-}
-
-/// A condition a service waits for before it starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WaitFor {
-    /// The clock is synchronised (by the ntp service).
-    Clock,
-    /// An interface has an address (from the dhcp service).
-    Network,
-}
+/// When a service starts (`boot`, the default, or `manual`): krazy-init's
+/// type, which `/etc/krazy/services.toml` carries.
+pub use krazy_init::config::StartMode as Start;
+/// A condition a service waits for before it starts (`clock`, `network`):
+/// krazy-init's type.
+pub use krazy_init::config::WaitFor;
+/// What the supervisor does when a service exits (`always`, `on-failure`,
+/// the default, or `never`): krazy-init's type.
+pub use krazy_init::policy::Restart;
 
 /// A service's health check, run during a trial boot: exactly one of `http`
 /// or `command`.
@@ -616,6 +566,18 @@ impl Config {
                 ))
             }
             _ => {}
+        }
+        for (field, v) in [
+            ("web.max_connections", self.web.max_connections),
+            (
+                "web.max_connections_per_peer",
+                self.web.max_connections_per_peer,
+            ),
+            ("web.max_log_followers", self.web.max_log_followers),
+        ] {
+            if v == 0 {
+                return Err(invalid(field.into(), "must be at least 1".into()));
+            }
         }
         if self.update.settle_seconds == 0 {
             return Err(invalid(
@@ -977,6 +939,58 @@ mode = "0644"
             ),
             (64, 8, 4)
         );
+    }
+
+    /// Each device table is written by krazy-build (`image`) and read by
+    /// krazy-init (`config`) through one struct: what is read is what was written.
+    #[test]
+    fn device_tables_round_trip_through_krazy_init() {
+        use crate::image;
+        use krazy_init::config as device;
+        let mut c = parse(&CANONICAL.replace(
+            "settle_seconds = 30 ",
+            "settle_seconds = 20\nfail_after_restarts = 5\n#",
+        ))
+        .unwrap();
+        c.package[0].wait_for.push(WaitFor::Clock);
+        c.package[0].start = Start::Manual;
+        c.package[0].restart = Restart::Never;
+
+        let text = image::services_toml(&c);
+        assert_eq!(
+            device::parse_services_toml(&text).unwrap(),
+            image::services_table(&c)
+        );
+        let f = device::parse_services(&text).unwrap();
+        let names: Vec<_> = f.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["dhcp", "ntp", "hello"]);
+        let hello = &f.services[2];
+        assert_eq!(hello.path, Path::new("/user/hello"));
+        assert_eq!(hello.args, ["--port", "8080"]);
+        assert_eq!(
+            (hello.start, hello.restart),
+            (Start::Manual, Restart::Never)
+        );
+        assert_eq!(hello.wait_for, [WaitFor::Network, WaitFor::Clock]);
+        assert_eq!(f.services[0].restart, Restart::Always);
+
+        let text = image::update_toml(&c);
+        let u = device::parse_update(&text).unwrap();
+        assert_eq!(u, image::update_table(&c));
+        assert_eq!(
+            (u.settle_seconds, u.deadline_seconds, u.fail_after_restarts),
+            (20, Some(180), 5)
+        );
+        assert_eq!(u.health[0].http.as_deref(), Some("http://127.0.0.1:8080/"));
+        // Without `fail_after_restarts` in krazy.toml: 3.
+        let d = parse(CANONICAL).unwrap();
+        assert_eq!(image::update_table(&d).fail_after_restarts, 3);
+
+        let text = image::web_toml(&c);
+        assert_eq!(device::parse_web(&text).unwrap(), c.web);
+        // Zero limits, which the device refuses, are refused at build time.
+        let e = err(&CANONICAL.replace("tls = true", "tls = true\nmax_log_followers = 0"));
+        assert!(e.contains("web.max_log_followers"), "{e}");
     }
 
     #[test]

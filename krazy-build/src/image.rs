@@ -40,11 +40,12 @@ use krazy_fs::{BlockDevice, FileDevice};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, Health, Platform, Restart, Start, WaitFor};
+use crate::config::{Config, Health, Platform, Restart, Start};
 use crate::firmware::Firmware;
 use crate::kernel::{Kernel, ModuleIndex, ModuleRequest};
 use crate::sbom::{Component, CrateVersion, Sbom, SBOM_PATH};
 use crate::secrets::Secrets;
+use krazy_init::config::{HealthCheck, ServiceEntry, ServicesToml, UpdateFile};
 
 /// Where the build id is written in the root (excluded from the SBOM it names).
 pub const BUILD_ID_PATH: &str = "etc/krazy/build-id";
@@ -338,84 +339,41 @@ pub fn kernel_cmdline(config: &Config, root: Guid, perm: Guid, slot: char) -> St
     args.join(" ")
 }
 
-#[derive(Serialize)]
-struct ServicesFile<'a> {
-    version: u32,
-    service: Vec<ServiceEntry<'a>>,
-}
-
-#[derive(Serialize)]
-struct ServiceEntry<'a> {
-    name: &'a str,
-    path: String,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    args: &'a [String],
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    env: BTreeMap<String, String>,
-    restart: Restart,
-    start: Start,
-    #[serde(skip_serializing_if = "<[WaitFor]>::is_empty")]
-    wait_for: &'a [WaitFor],
-}
-
-/// `/etc/krazy/services.toml` for `config`: `dhcp` and `ntp` (always
+/// The `services.toml` table for `config`: `dhcp` and `ntp` (always
 /// restarted), then each package as `/user/<name>`.
-pub fn services_toml(config: &Config) -> String {
-    let mut service = vec![
-        ServiceEntry {
-            name: "dhcp",
-            path: "/krazy/dhcp".into(),
-            args: &[],
-            env: BTreeMap::new(),
-            restart: Restart::Always,
-            start: Start::Boot,
-            wait_for: &[],
-        },
-        ServiceEntry {
-            name: "ntp",
-            path: "/krazy/ntp".into(),
-            args: &[],
-            env: BTreeMap::new(),
-            restart: Restart::Always,
-            start: Start::Boot,
-            wait_for: &[],
-        },
-    ];
+pub fn services_table(config: &Config) -> ServicesToml {
+    let system = |name: &str| ServiceEntry {
+        name: Some(name.into()),
+        path: format!("/krazy/{name}"),
+        restart: Restart::Always,
+        start: Start::Boot,
+        ..ServiceEntry::default()
+    };
+    let mut service = vec![system("dhcp"), system("ntp")];
     for p in &config.package {
         service.push(ServiceEntry {
-            name: &p.name,
+            name: Some(p.name.clone()),
             path: format!("/user/{}", p.name),
-            args: &p.args,
+            args: p.args.clone(),
             env: p.env.clone(),
             restart: p.restart,
             start: p.start,
-            wait_for: &p.wait_for,
+            wait_for: p.wait_for.clone(),
+            ..ServiceEntry::default()
         });
     }
-    let f = ServicesFile {
-        version: 1,
+    ServicesToml {
+        version: ServicesToml::VERSION,
+        home_base: None,
         service,
-    };
+    }
+}
+
+/// `/etc/krazy/services.toml` for `config` ([`services_table`]).
+pub fn services_toml(config: &Config) -> String {
     // Plain strings, enums and maps: serializing cannot fail.
-    let body = toml::to_string(&f).unwrap_or_default();
+    let body = toml::to_string(&services_table(config)).unwrap_or_default();
     format!("# Written by krazy-build from krazy.toml; read by krazy-init (services.toml version 1).\n{body}")
-}
-
-#[derive(Serialize)]
-struct UpdateFile<'a> {
-    settle_seconds: u32,
-    deadline_seconds: u32,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    health: Vec<HealthEntry<'a>>,
-}
-
-#[derive(Serialize)]
-struct HealthEntry<'a> {
-    service: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    http: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    command: Option<&'a [String]>,
 }
 
 /// `/etc/krazy/web.toml`: the instance's `[web]` table, field for field.
@@ -423,32 +381,37 @@ pub fn web_toml(config: &Config) -> String {
     toml::to_string(&config.web).unwrap_or_default()
 }
 
-/// `/etc/krazy/update.toml`: the settle time and each package's health check.
-pub fn update_toml(config: &Config) -> String {
+/// The `update.toml` table for `config`: `[update]` and each package's health check.
+pub fn update_table(config: &Config) -> UpdateFile {
     let health = config
         .package
         .iter()
         .filter_map(|p| {
             p.health.as_ref().map(|h| match h {
-                Health::Http(u) => HealthEntry {
-                    service: &p.name,
-                    http: Some(u),
+                Health::Http(u) => HealthCheck {
+                    service: p.name.clone(),
+                    http: Some(u.clone()),
                     command: None,
                 },
-                Health::Command(c) => HealthEntry {
-                    service: &p.name,
+                Health::Command(c) => HealthCheck {
+                    service: p.name.clone(),
                     http: None,
-                    command: Some(c),
+                    command: Some(c.clone()),
                 },
             })
         })
         .collect();
-    let f = UpdateFile {
-        settle_seconds: config.update.settle_seconds,
-        deadline_seconds: config.update.deadline_seconds,
+    UpdateFile {
+        settle_seconds: config.update.settle_seconds.into(),
+        deadline_seconds: Some(config.update.deadline_seconds.into()),
+        fail_after_restarts: config.update.fail_after_restarts.into(),
         health,
-    };
-    toml::to_string(&f).unwrap_or_default()
+    }
+}
+
+/// `/etc/krazy/update.toml` for `config` ([`update_table`]).
+pub fn update_toml(config: &Config) -> String {
+    toml::to_string(&update_table(config)).unwrap_or_default()
 }
 
 fn add_dirs(t: &mut Tree, dirs: &[&str], mtime: u64) -> Result<(), ImageError> {

@@ -106,6 +106,12 @@ fn pc_appliance_boots_in_qemu_serves_and_survives_a_reboot() {
     assert_eq!(sys["build_id"], report.build_id.as_str());
     assert_eq!(sys["running_slot"], "a");
     assert_eq!(sys["hostname"], "hello-krazy");
+    // The device made its own id on this first boot (kept in /perm).
+    let id = sys["device_id"].as_str().unwrap_or_default();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        "{sys}"
+    );
     assert!(sys["perm"]["path"] == "/perm", "{sys}");
 
     // Without the right password: 401, over HTTPS and over plain HTTP.

@@ -28,7 +28,8 @@
 //! ```
 //!
 //! Modules: [`policy`] (the restart rules as a pure state machine), [`config`]
-//! (services and `services.toml`), [`logbuf`] (ring buffers and followers),
+//! (services, and the `/etc/krazy/*.toml` tables), [`device_id`] (the
+//! per-device id kept in `/perm`), [`logbuf`] (ring buffers and followers),
 //! [`supervisor`] (the tokio driver and reaper); with the `web` feature,
 //! [`web`] (HTTP(S) server, JSON API and HTML pages); with `pid1`, [`pid1`]
 //! (stage 1 and stage 2 of the boot).
@@ -41,7 +42,7 @@
 //!
 //! | method and path | answer |
 //! |---|---|
-//! | `GET /api/v1/system` | `{hostname, kernel, model, uptime_seconds, load, memory, perm, addresses: [{interface, address, prefix}], build_id, running_slot, clock_synchronized}` |
+//! | `GET /api/v1/system` | `{hostname, device_id, kernel, model, uptime_seconds, load, memory, perm, addresses: [{interface, address, prefix}], build_id, running_slot, clock_synchronized}` |
 //! | `GET /api/v1/services` | a list of service objects |
 //! | `GET /api/v1/services/{name}` | `{name, path, args, state, pid, restarts, started_at, uptime_seconds, last_exit: {code, signal, at} or null, events: [{at, at_us, state}]}`; states are `starting`, `running`, `backoff`, `stopped`, `exited` |
 //! | `POST /api/v1/services/{name}/start`, `/stop`, `/restart` | 202 `{"ok": true}` |
@@ -51,6 +52,7 @@
 //! | `POST /api/v1/notify/clock` (Unix socket only) | body `{"synchronized": true}`: the ntp service reports a set clock; opens `wait_for = ["clock"]` |
 
 pub mod config;
+pub mod device_id;
 pub mod logbuf;
 pub mod policy;
 pub mod supervisor;

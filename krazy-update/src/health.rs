@@ -5,13 +5,16 @@
 //!
 //! Rule: commit only when every boot service has been running for
 //! `settle` and every configured check's latest result passed; past
-//! `deadline` roll back, naming the first thing that is not healthy.
+//! `deadline` roll back, naming the first thing that is not healthy. A boot
+//! service that the supervisor restarted `fail_after_restarts` times before
+//! the trial settled is crash-looping: roll back at once, without waiting
+//! for the deadline (a service that is merely slow to start still gets it).
 //!
 //! ```
 //! use std::time::Duration;
 //! use krazy_update::health::*;
 //! let mut g = HealthGate::new(
-//!     HealthConfig { settle: Duration::from_secs(30), deadline: Duration::from_secs(120) },
+//!     HealthConfig { settle: Duration::from_secs(30), deadline: Duration::from_secs(120), fail_after_restarts: 3 },
 //!     ["hello"],
 //!     ["http"],
 //! );
@@ -30,6 +33,9 @@ pub struct HealthConfig {
     pub settle: Duration,
     /// When to give up and roll back (`deadline_seconds`, default 180).
     pub deadline: Duration,
+    /// Automatic restarts of one boot service that fail the trial at once
+    /// (`fail_after_restarts`, default 3; 0 waits for the deadline).
+    pub fail_after_restarts: u64,
 }
 
 impl Default for HealthConfig {
@@ -37,6 +43,7 @@ impl Default for HealthConfig {
         HealthConfig {
             settle: Duration::from_secs(30),
             deadline: Duration::from_secs(180),
+            fail_after_restarts: 3,
         }
     }
 }
@@ -85,6 +92,7 @@ pub enum Decision {
 struct Service {
     state: ServiceState,
     log: Vec<String>,
+    restarts: u64,
 }
 
 /// The gate. Feed it with [`HealthGate::service`] and
@@ -113,6 +121,7 @@ impl HealthGate {
                         Service {
                             state: ServiceState::Waiting,
                             log: Vec::new(),
+                            restarts: 0,
                         },
                     )
                 })
@@ -132,6 +141,15 @@ impl HealthGate {
         }
     }
 
+    /// Reports how many times the supervisor has restarted a boot service
+    /// since boot (its automatic restarts; a smaller count than one already
+    /// reported is ignored, unknown names too).
+    pub fn restarts(&mut self, name: &str, restarts: u64) {
+        if let Some(s) = self.services.get_mut(name) {
+            s.restarts = s.restarts.max(restarts);
+        }
+    }
+
     /// Reports a check's result at `_now` (`Err` carries why it failed).
     pub fn check(&mut self, name: &str, _now: Duration, result: Result<(), String>) {
         if let Some(c) = self.checks.get_mut(name) {
@@ -141,6 +159,27 @@ impl HealthGate {
 
     /// The decision at `now` (time since boot).
     pub fn decide(&mut self, now: Duration) -> Decision {
+        let limit = self.cfg.fail_after_restarts;
+        if let Some((name, s)) = self
+            .services
+            .iter()
+            .find(|(_, s)| limit > 0 && s.restarts >= limit)
+        {
+            let why = match &s.state {
+                ServiceState::Down { why } => format!(" (last: {why})"),
+                _ => String::new(),
+            };
+            return Decision::RollBack {
+                reason: format!(
+                    "service {name} restarted {} times in {}s, before the trial settled \
+                     (fail_after_restarts = {limit}){why}",
+                    s.restarts,
+                    now.as_secs()
+                ),
+                service: Some(name.clone()),
+                log: s.log.clone(),
+            };
+        }
         let settle = self.cfg.settle;
         let mut wait_until = self.cfg.deadline;
         // The first unhealthy thing, for the reason.
@@ -213,6 +252,7 @@ mod tests {
             HealthConfig {
                 settle: s(30),
                 deadline: s(120),
+                fail_after_restarts: 3,
             },
             ["dhcp", "hello"],
             ["http"],
@@ -281,6 +321,93 @@ mod tests {
             }
             d => panic!("{d:?}"),
         }
+    }
+
+    #[test]
+    fn three_restarts_roll_back_at_once() {
+        let mut g = gate();
+        g.check("http", s(1), Ok(()));
+        g.service("dhcp", ServiceState::Running { since: s(0) }, vec![]);
+        for n in 1..=3 {
+            g.service(
+                "hello",
+                ServiceState::Down {
+                    why: "exited with status 1".into(),
+                },
+                vec!["HELLO_FAIL is set".into()],
+            );
+            g.restarts("hello", n);
+            if n < 3 {
+                assert!(matches!(g.decide(s(n)), Decision::Wait { .. }));
+            }
+        }
+        // Long before the 120 s deadline.
+        match g.decide(s(3)) {
+            Decision::RollBack {
+                reason,
+                service,
+                log,
+            } => {
+                assert!(
+                    reason.contains("service hello restarted 3 times"),
+                    "{reason}"
+                );
+                assert!(reason.contains("exited with status 1"), "{reason}");
+                assert_eq!(service.as_deref(), Some("hello"));
+                assert_eq!(log, vec!["HELLO_FAIL is set".to_string()]);
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn two_restarts_then_settled_commits() {
+        let mut g = gate();
+        g.check("http", s(1), Ok(()));
+        g.service("dhcp", ServiceState::Done, vec![]);
+        g.service(
+            "hello",
+            ServiceState::Down {
+                why: "exited with status 1".into(),
+            },
+            vec![],
+        );
+        g.restarts("hello", 2);
+        g.service("hello", ServiceState::Running { since: s(5) }, vec![]);
+        assert_eq!(g.decide(s(20)), Decision::Wait { until: s(35) });
+        // An older, smaller count changes nothing.
+        g.restarts("hello", 1);
+        assert_eq!(g.decide(s(35)), Decision::Commit);
+    }
+
+    #[test]
+    fn a_slow_start_gets_the_deadline() {
+        let mut g = gate();
+        g.check("http", s(1), Ok(()));
+        g.service("dhcp", ServiceState::Running { since: s(0) }, vec![]);
+        // hello waits (for the clock, say) and never restarts.
+        assert_eq!(g.decide(s(60)), Decision::Wait { until: s(120) });
+        g.service("hello", ServiceState::Running { since: s(100) }, vec![]);
+        assert_eq!(g.decide(s(110)), Decision::Wait { until: s(120) });
+        match g.decide(s(120)) {
+            Decision::RollBack { reason, .. } => {
+                assert!(reason.contains("not healthy 120s after boot"), "{reason}");
+                assert!(reason.contains("less than the 30s settle time"), "{reason}");
+            }
+            d => panic!("{d:?}"),
+        }
+        // With the limit off, restarts wait for the deadline too.
+        let mut g = HealthGate::new(
+            HealthConfig {
+                settle: s(30),
+                deadline: s(120),
+                fail_after_restarts: 0,
+            },
+            ["hello"],
+            Vec::<String>::new(),
+        );
+        g.restarts("hello", 50);
+        assert!(matches!(g.decide(s(60)), Decision::Wait { .. }));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! `/etc/krazy/password` (the PBKDF2 form, see [`crate::web::auth`]),
 //! `/etc/krazy/web.toml` (ports, TLS, limits: [`crate::config::WebSettings`]),
 //! `/etc/krazy/build-id`, `/etc/krazy/tls/cert.pem` + `key.pem` (with `tls = true`).
+//! Written: `/perm/krazy/device-id` on first boot ([`crate::device_id`]).
 //!
 //! PID 1 raises its own `RLIMIT_NOFILE` to [`PID1_NOFILE`] and keeps
 //! [`crate::web::limits::FD_RESERVE`] descriptors the web server never
@@ -43,16 +44,30 @@ pub const PID1_NOFILE: u64 = 65536;
 pub const WEB_TOML: &str = "/etc/krazy/web.toml";
 
 /// The web settings of the image; without the file (an image from before
-/// it existed), the defaults, with TLS when a certificate is there.
+/// it existed), the defaults, with TLS when a certificate is there; a file
+/// that does not parse is logged as an error and gets the same defaults.
 pub fn load_web_settings(
     path: &std::path::Path,
     cert: &std::path::Path,
 ) -> crate::config::WebSettings {
+    use crate::config::WebFileError;
     match crate::config::load_web(path) {
         Ok(w) => w,
         Err(e) => {
             let tls = cert.exists();
-            tracing::warn!("{e}; using the default web settings (tls = {tls})");
+            match &e {
+                WebFileError::Read { source, .. }
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    tracing::warn!("{e}; using the default web settings (tls = {tls})");
+                }
+                // A file that is there but wrong is a build bug: said loudly,
+                // and the device still serves its pages to be fixed.
+                _ => tracing::error!(
+                    "{} is broken: {e}; serving with the default web settings (tls = {tls})",
+                    path.display()
+                ),
+            }
             crate::config::WebSettings {
                 tls,
                 ..Default::default()
@@ -299,7 +314,12 @@ pub fn run_linux(platform: &dyn Platform) -> Pid1Error {
             .ok()
             .map(|s| s.trim().to_owned());
         let device = open_update_device(&report, build_id.as_deref());
+        let device_id = std::sync::Arc::new(crate::device_id::DeviceId::new(
+            report.perm_mounted.then(|| PathBuf::from("/perm")),
+            PathBuf::from("/run"),
+        ));
         let cfg = WebConfig {
+            device_id: Some(device_id.clone()),
             update: device.clone(),
             password,
             build_id,
@@ -343,6 +363,13 @@ pub fn run_linux(platform: &dyn Platform) -> Pid1Error {
             });
         }
         sup.boot();
+        // After the services were started: reading the kernel's random
+        // generator may wait for it to be initialised.
+        tokio::task::spawn_blocking(move || {
+            if let Some(id) = device_id.get_or_make() {
+                tracing::info!("device id {id}");
+            }
+        });
         if let Some(dev) = device.filter(|d| d.lock().map(|d| d.is_trial()).unwrap_or(false)) {
             let file = super::update::load_update_file(super::update::UPDATE_TOML.as_ref());
             let (sup2, tx) = (sup.clone(), power_tx.clone());

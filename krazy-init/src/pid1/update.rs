@@ -18,7 +18,6 @@ use krazy_update::device::{BootStorage, Device, DeviceConfig, Storage};
 use krazy_update::efivars::EfiVars;
 use krazy_update::health::{Decision, HealthConfig, HealthGate, ServiceState};
 use krazy_update::protocol::{Arch, Platform, PublicKey, Slot};
-use serde::Deserialize;
 
 use crate::policy::State;
 use crate::supervisor::{LastExit, Supervisor};
@@ -30,48 +29,9 @@ pub const UPDATE_PUB: &str = "/etc/krazy/update.pub";
 /// The root's version floor (its build epoch) in the root image.
 pub const MIN_VERSION: &str = "/etc/krazy/min-version";
 
-/// `/etc/krazy/update.toml`, as krazy-build writes it.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateFile {
-    /// Seconds every boot service must stay up before a trial commits.
-    #[serde(default = "default_settle")]
-    pub settle_seconds: u64,
-    /// Seconds after which an unhealthy trial rolls back (default: settle + 150).
-    #[serde(default)]
-    pub deadline_seconds: Option<u64>,
-    /// Health checks per service.
-    #[serde(default)]
-    pub health: Vec<HealthCheck>,
-}
-
-fn default_settle() -> u64 {
-    30
-}
-
-/// One health check.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HealthCheck {
-    /// The service it belongs to.
-    pub service: String,
-    /// A URL whose GET must answer 2xx (plain HTTP).
-    pub http: Option<String>,
-    /// A command that must exit 0.
-    pub command: Option<Vec<String>>,
-}
+pub use crate::config::{HealthCheck, UpdateFile};
 
 impl HealthCheck {
-    /// The check's name in the gate and in reasons (`hello:http`).
-    pub fn name(&self) -> String {
-        let kind = if self.http.is_some() {
-            "http"
-        } else {
-            "command"
-        };
-        format!("{}:{kind}", self.service)
-    }
-
     /// Runs the check once (blocking, at most a few seconds).
     pub fn run(&self) -> Result<(), String> {
         if let Some(url) = &self.http {
@@ -137,21 +97,17 @@ fn http_get(url: &str) -> Result<(), String> {
     }
 }
 
-/// Reads `/etc/krazy/update.toml` (defaults when it is missing).
+/// Reads `/etc/krazy/update.toml`: the defaults when it is missing (an
+/// image from before it existed); when it cannot be read or parsed, the
+/// error is logged loudly and the defaults (no health checks) are used.
 pub fn load_update_file(path: &Path) -> UpdateFile {
-    match std::fs::read_to_string(path) {
-        Ok(t) => toml::from_str(&t).unwrap_or_else(|e| {
-            tracing::warn!("{}: {e}; using the defaults", path.display());
-            UpdateFile {
-                settle_seconds: default_settle(),
-                ..Default::default()
-            }
-        }),
-        Err(_) => UpdateFile {
-            settle_seconds: default_settle(),
-            ..Default::default()
-        },
-    }
+    crate::config::load_update(path).unwrap_or_else(|e| {
+        tracing::error!(
+            "{}: {e}; the trial boot is judged with the default update settings and no health checks",
+            path.display()
+        );
+        UpdateFile::default()
+    })
 }
 
 fn err(what: &str) -> impl FnOnce(std::io::Error) -> String + '_ {
@@ -280,15 +236,22 @@ pub async fn drive_health(
     );
     let checks: Vec<HealthCheck> = file.health.clone();
     let mut gate = HealthGate::new(
-        HealthConfig { settle, deadline },
+        HealthConfig {
+            settle,
+            deadline,
+            fail_after_restarts: file.fail_after_restarts,
+        },
         boot_services.clone(),
         checks.iter().map(HealthCheck::name),
     );
     let t0 = Instant::now();
     tracing::info!(
-        "trial boot: committing once every boot service has run for {} s and {} checks pass",
+        "trial boot: committing once every boot service has run for {} s and {} checks pass; \
+         rolling back after {} s, or at once when a boot service restarts {} times",
         settle.as_secs(),
-        checks.len()
+        checks.len(),
+        deadline.as_secs(),
+        file.fail_after_restarts
     );
     loop {
         let now = t0.elapsed();
@@ -329,6 +292,7 @@ pub async fn drive_health(
                 })
                 .unwrap_or_default();
             gate.service(name, state, log);
+            gate.restarts(name, st.restarts);
         }
         for c in &checks {
             let c2 = c.clone();

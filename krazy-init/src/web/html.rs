@@ -99,6 +99,7 @@ pub fn overview(info: &SystemInfo, services: &[ServiceStatus], csrf: &Csrf) -> S
         .map(|a| format!("{} {}/{}", esc(&a.interface), a.address, a.prefix))
         .collect();
     row(&mut b, "addresses", addrs.join("<br>"));
+    row(&mut b, "device id", opt(&info.device_id));
     row(&mut b, "build id", opt(&info.build_id));
     row(&mut b, "running slot", opt(&info.running_slot));
     b.push_str("</table><h2>Services</h2><table id=\"services\"><tr><th>name</th><th>state</th><th>pid</th><th>uptime</th><th>restarts</th><th>last exit</th></tr>");

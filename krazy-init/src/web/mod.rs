@@ -90,6 +90,9 @@ pub struct WebConfig {
     pub build_id: Option<String>,
     /// Shown as `running_slot`.
     pub running_slot: Option<String>,
+    /// Shown as `device_id` once made (PID 1 makes it after the services
+    /// started; see [`crate::device_id`]); `null` without one.
+    pub device_id: Option<Arc<crate::device_id::DeviceId>>,
     /// Where `/perm` is (for its usage figures).
     pub perm: Option<PathBuf>,
     /// TLS: with it, TCP connections speak HTTPS, and plain HTTP gets a redirect.

@@ -324,12 +324,19 @@ impl Web {
     }
 
     fn system(&self) -> system::SystemInfo {
-        system::gather(
+        let mut info = system::gather(
             self.cfg.perm.as_deref(),
             self.cfg.build_id.as_deref(),
             self.cfg.running_slot.as_deref(),
             self.sup.clock_synchronized(),
-        )
+        );
+        info.device_id = self
+            .cfg
+            .device_id
+            .as_ref()
+            .and_then(|d| d.get())
+            .map(str::to_owned);
+        info
     }
 
     async fn log(&self, name: &str, query: &[(String, String)]) -> Response<Body> {

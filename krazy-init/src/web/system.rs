@@ -41,6 +41,8 @@ pub struct Usage {
 pub struct SystemInfo {
     /// Host name.
     pub hostname: String,
+    /// The per-device id (32 hex digits, kept in `/perm`), once made.
+    pub device_id: Option<String>,
     /// Board or machine model, when known.
     pub model: Option<String>,
     /// Kernel release and version (`uname -rv`).
@@ -167,6 +169,7 @@ pub fn gather(
         .or_else(|| read_trim("/sys/class/dmi/id/product_name"));
     SystemInfo {
         hostname,
+        device_id: None,
         model,
         kernel,
         uptime_seconds,
