@@ -27,7 +27,7 @@ fn bench(c: &mut Criterion) {
     let inst = ws.join("examples/pc_appliance");
     let out = tempfile::tempdir().unwrap();
     let img = out.path().join("pc.img");
-    let mut opts = BuildOptions::for_dir(&inst, &img);
+    let mut opts = BuildOptions::for_dir(&inst);
     opts.cache_dir = ws.join("target/krazy-test-cache");
     opts.target_dir = opts.cache_dir.join("target");
     opts.lock_path = out.path().join("krazy.lock");
@@ -45,12 +45,12 @@ fn bench(c: &mut Criterion) {
         b.iter(|| image::assemble(&inputs, &layout).unwrap())
     });
     g.bench_function("write_image", |b| {
-        b.iter(|| image::write_image(&trees, &config, &layout, &img, opts.mtime).unwrap())
+        b.iter(|| image::write_image(&trees, &img).unwrap())
     });
     g.bench_function("assemble+write_image", |b| {
         b.iter(|| {
             let t = image::assemble(&inputs, &layout).unwrap();
-            image::write_image(&t, &config, &layout, &img, opts.mtime).unwrap()
+            image::write_image(&t, &img).unwrap()
         })
     });
     g.finish();

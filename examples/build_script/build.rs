@@ -42,12 +42,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let config = Config::load(&toml)?;
-    let mut opts = BuildOptions::for_config(&toml, &image);
+    let mut opts = BuildOptions::for_config(&toml);
     opts.lock_path = out_dir.join("krazy.lock");
     if let Some(dir) = env::var_os("KRAZY_TARGET_DIR") {
         opts.target_dir = PathBuf::from(dir);
     }
-    let report = build_config(&config, &opts)?;
+    let report = build_config(&config, &opts, &image)?;
     println!("cargo:rustc-env=APPLIANCE_IMAGE={}", report.path.display());
     println!("cargo:rustc-env=APPLIANCE_BUILD_ID={}", report.build_id);
     Ok(())

@@ -64,9 +64,13 @@ pub fn ensure_secrets(dir: &Path) -> Result<bool, SecretsError> {
     Ok(true)
 }
 
-/// Builds the image of `config` as `opts` says, after making the secrets
-/// in `opts.secrets_dir` when they are missing.
-pub fn build(config: &Config, opts: &BuildOptions) -> Result<ImageReport, BuildError> {
+/// Builds the image of `config` into `output` as `opts` says, after making
+/// the secrets in `opts.secrets_dir` when they are missing.
+pub fn build(
+    config: &Config,
+    opts: &BuildOptions,
+    output: &Path,
+) -> Result<ImageReport, BuildError> {
     ensure_secrets(&opts.secrets_dir)?;
-    pipeline::build_config(config, opts)
+    pipeline::build_config(config, opts, output)
 }

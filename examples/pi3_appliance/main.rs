@@ -78,12 +78,12 @@ fn main() -> anyhow::Result<()> {
             args.size
         );
     }
-    let mut opts = BuildOptions::for_dir(Path::new("."), &args.output);
+    let mut opts = BuildOptions::for_dir(Path::new("."));
     opts.secrets_dir = args.secrets.clone();
     opts.lock_path = args.lock.clone();
     opts.disk_bytes = args.size;
     opts.progress = !args.json;
-    let report = appliance::build(&config, &opts)?;
+    let report = appliance::build(&config, &opts, &args.output)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

@@ -109,7 +109,7 @@ fn main() -> anyhow::Result<()> {
     let config_path = a.instance.join("krazy.toml");
     let config = Config::load(&config_path)?;
     let img = a.out.join("krazy.img");
-    let mut opts = BuildOptions::for_config(&config_path, &img);
+    let mut opts = BuildOptions::for_config(&config_path);
     if let Some(d) = a.cache_dir {
         opts.cache_dir = d;
     }
@@ -134,7 +134,7 @@ fn main() -> anyhow::Result<()> {
         let t0 = Instant::now();
         let trees = image::assemble(&inputs, &layout)?;
         let t1 = Instant::now();
-        let report = image::write_image(&trees, &config, &layout, &img, opts.mtime)?;
+        let report = image::write_image(&trees, &img)?;
         let t2 = Instant::now();
         asm.push((t1 - t0).as_secs_f64());
         wr.push((t2 - t1).as_secs_f64());

@@ -27,8 +27,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::load(&cfg_path)?;
     let out = tempfile::tempdir()?;
     let img = out.path().join("boot.img");
-    let opts = pipeline::BuildOptions::for_config(&cfg_path, &img);
-    let report = pipeline::build_config(&config, &opts)?;
+    let opts = pipeline::BuildOptions::for_config(&cfg_path);
+    let report = pipeline::build_config(&config, &opts, &img)?;
     let mut cols: [Vec<f64>; 4] = Default::default();
     let (mut rss, mut avail) = (Vec::new(), Vec::new());
     for i in 0..n {

@@ -71,10 +71,7 @@ pub use krazy_disk::{Arch, Platform};
 
 /// The serial console of `platform` used when `serial_console` is omitted.
 pub fn default_serial_console(platform: Platform) -> &'static str {
-    match platform {
-        Platform::Pc => "ttyS0,115200",
-        Platform::Pi3 => "ttyAMA0,115200",
-    }
+    crate::board::for_platform(platform).serial_console()
 }
 
 /// Where the kernel comes from: exactly one of `apt`, `deb` or `dir`.

@@ -27,6 +27,7 @@
 //! # Ok::<(), krazy_build::config::ConfigError>(())
 //! ```
 
+pub mod board;
 pub mod cargo;
 pub mod config;
 pub mod deb;

@@ -1,17 +1,20 @@
 //! The whole build: from a [`Config`] to an image file.
 //!
-//! [`prepare`] does everything that needs tools or the network (the kernel
-//! and firmware through the lock and the cache, cargo for the system and
-//! user programs, ELF checks, the secrets, crate versions); [`build_image`]
-//! adds [`crate::image::assemble`] and [`crate::image::write_image`].
+//! The steps, in order: [`resolve_lock`] (the kernel and firmware through
+//! the lock and the cache; `krazy lock` stops here), [`prepare`] (plus
+//! cargo for the system and user programs, ELF checks, the secrets, crate
+//! versions), [`assemble`] (the trees and the build id, for the board the
+//! config names), then either [`crate::image::write_image`]
+//! ([`build_config`], `krazy build`) or [`Assembled::update_parts`]
+//! ([`build_update`], `krazy update`).
 //!
 //! ```no_run
 //! use krazy_build::pipeline::{build_image, BuildOptions};
 //! use std::path::Path;
 //!
 //! let config = Path::new("my-appliance/krazy.toml");
-//! let opts = BuildOptions::for_config(config, Path::new("disk.img"));
-//! let report = build_image(config, &opts)?;
+//! let opts = BuildOptions::for_config(config);
+//! let report = build_image(config, &opts, Path::new("disk.img"))?;
 //! println!("{} (build {})", report.path.display(), report.build_id);
 //! # Ok::<(), krazy_build::pipeline::BuildError>(())
 //! ```
@@ -21,14 +24,17 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cargo::{self, BuildSpec, SystemPrograms, Toolchain, SYSTEM_BINS};
+use krazy_update::protocol::{SecretKey, Slot};
+
+use crate::cargo::{self, BuildSpec, SystemPrograms, Toolchain};
 use crate::config::{Config, ConfigError};
 use crate::elf;
-use crate::firmware::{self, FirmwareError};
-use crate::image::{self, ImageError, ImageReport, ImageSecrets, Inputs, Program};
-use crate::kernel::{self, AptGet, KernelError, Lock, ResolveOptions};
+use crate::firmware::{self, Firmware, FirmwareError};
+use crate::image::{self, ImageError, ImageReport, ImageSecrets, Inputs, Program, Trees};
+use crate::kernel::{self, AptGet, Kernel, KernelError, Lock, ResolveOptions};
 use crate::sbom::{self, SbomError};
 use crate::secrets::{Secrets, SecretsError};
+use crate::update::{self, Signing, UpdateError, UpdateParts};
 
 /// The time stamp of every file when `SOURCE_DATE_EPOCH` is unset
 /// (2024-01-01T00:00:00Z): images are reproducible by default.
@@ -65,21 +71,15 @@ pub enum BuildError {
     /// Assembling or writing the image failed.
     #[error(transparent)]
     Image(#[from] ImageError),
-    /// Installing the published system programs failed.
-    #[error("`{command}` failed:\n{stderr}")]
-    Install {
-        /// The command.
-        command: String,
-        /// Its error output's tail.
-        stderr: String,
-    },
+    /// The update could not be made.
+    #[error(transparent)]
+    Update(#[from] UpdateError),
 }
 
-/// How [`build_image`] builds.
+/// How the pipeline builds (the image file to write is an argument of
+/// [`build_config`]).
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
-    /// The image file to write.
-    pub output: PathBuf,
     /// The disk size in bytes (the image is sparse).
     pub disk_bytes: u64,
     /// Partition sizes.
@@ -105,22 +105,20 @@ pub struct BuildOptions {
 }
 
 impl BuildOptions {
-    /// Defaults for the instance whose `krazy.toml` is `config_path`,
-    /// writing `output`.
-    pub fn for_config(config_path: &Path, output: &Path) -> Self {
+    /// Defaults for the instance whose `krazy.toml` is `config_path`.
+    pub fn for_config(config_path: &Path) -> Self {
         let dir = config_path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        Self::for_dir(dir, output)
+        Self::for_dir(dir)
     }
 
     /// Defaults for an instance directory `dir` (secrets and lock inside it).
-    pub fn for_dir(dir: &Path, output: &Path) -> Self {
+    pub fn for_dir(dir: &Path) -> Self {
         let cache = kernel::default_cache_dir();
         let ca = Path::new("/etc/ssl/certs/ca-certificates.crt");
         BuildOptions {
-            output: output.to_path_buf(),
             disk_bytes: image::DEFAULT_DISK_BYTES,
             layout: krazy_disk::LayoutOptions::default(),
             secrets_dir: dir.join("secrets"),
@@ -184,24 +182,58 @@ pub fn prepare(config: &Config, opts: &BuildOptions) -> Result<Inputs, BuildErro
     r
 }
 
-fn prepare_with(config: &Config, opts: &BuildOptions, steps: &Steps) -> Result<Inputs, BuildError> {
-    let secrets = Secrets::read(&opts.secrets_dir)?;
-    steps.step("resolving the kernel and firmware");
+/// The kernel and firmware `config` needs, through `opts.lock_path` and the
+/// cache (moved when `opts.upgrade_lock`, written when it changed).
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The kernel.
+    pub kernel: Kernel,
+    /// The firmware, when the config names one (`pi3` without
+    /// `[firmware]` has none).
+    pub firmware: Option<Firmware>,
+    /// Whether the lock file changed.
+    pub lock_changed: bool,
+}
+
+/// Resolves the kernel and firmware through the lock: the first step of
+/// [`prepare`], and all of `krazy lock`.
+pub fn resolve_lock(config: &Config, opts: &BuildOptions) -> Result<Resolved, BuildError> {
     let mut lock = Lock::read(&opts.lock_path)?;
     let ropts = ResolveOptions {
         cache_dir: opts.cache_dir.clone(),
         upgrade: opts.upgrade_lock,
     };
     let (kernel, kchanged) = kernel::resolve_kernel(&config.kernel, &mut lock, &ropts, &AptGet)?;
-    let fw_source = config.firmware().ok_or_else(|| ConfigError::Invalid {
+    let mut fchanged = false;
+    let firmware = match config.firmware() {
+        Some(source) => {
+            let (f, c) = firmware::resolve_firmware(&source, &mut lock, &ropts, &AptGet)?;
+            fchanged = c;
+            Some(f)
+        }
+        None => None,
+    };
+    if kchanged || fchanged {
+        lock.write(&opts.lock_path)?;
+    }
+    Ok(Resolved {
+        kernel,
+        firmware,
+        lock_changed: kchanged || fchanged,
+    })
+}
+
+fn prepare_with(config: &Config, opts: &BuildOptions, steps: &Steps) -> Result<Inputs, BuildError> {
+    let secrets = Secrets::read(&opts.secrets_dir)?;
+    steps.step("resolving the kernel and firmware");
+    let Resolved {
+        kernel, firmware, ..
+    } = resolve_lock(config, opts)?;
+    let firmware = firmware.ok_or_else(|| ConfigError::Invalid {
         path: opts.lock_path.with_file_name(crate::config::CONFIG_FILE),
         field: "firmware".into(),
         reason: "pi3 needs `[firmware] dir = \"path/to/raspberry-pi-firmware\"`".into(),
     })?;
-    let (firmware, fchanged) = firmware::resolve_firmware(&fw_source, &mut lock, &ropts, &AptGet)?;
-    if kchanged || fchanged {
-        lock.write(&opts.lock_path)?;
-    }
     steps.step("building the programs");
     let arch = config.platform.arch();
     let tc = Toolchain::detect(arch)?;
@@ -237,50 +269,8 @@ fn prepare_with(config: &Config, opts: &BuildOptions, steps: &Steps) -> Result<I
             host: b.path.clone(),
         });
     }
-    match &opts.system {
-        SystemPrograms::Workspace(_) => {
-            for (_, bin, dest) in SYSTEM_BINS {
-                if let Some(b) = built
-                    .iter()
-                    .find(|b| b.spec == "krazy-system" && b.bin == bin)
-                {
-                    programs.push(Program {
-                        dest: dest.to_string(),
-                        host: b.path.clone(),
-                    });
-                }
-            }
-        }
-        SystemPrograms::Registry(version) => {
-            let root = opts
-                .cache_dir
-                .join(format!("system-{version}-{}", tc.triple));
-            let bin_dir = root.join("bin");
-            if SYSTEM_BINS
-                .iter()
-                .any(|(_, b, _)| !bin_dir.join(b).is_file())
-            {
-                let mut c = SystemPrograms::install_command(version, &root, &tc);
-                let out = c.output().map_err(|e| BuildError::Install {
-                    command: format!("{c:?}"),
-                    stderr: e.to_string(),
-                })?;
-                if !out.status.success() {
-                    let s = String::from_utf8_lossy(&out.stderr);
-                    let lines: Vec<&str> = s.lines().collect();
-                    return Err(BuildError::Install {
-                        command: format!("{c:?}"),
-                        stderr: lines[lines.len().saturating_sub(30)..].join("\n"),
-                    });
-                }
-            }
-            for (_, bin, dest) in SYSTEM_BINS {
-                programs.push(Program {
-                    dest: dest.to_string(),
-                    host: bin_dir.join(bin),
-                });
-            }
-        }
+    for (dest, host) in opts.system.programs(&built, &tc, &opts.cache_dir)? {
+        programs.push(Program { dest, host });
     }
     steps.step("checking the binaries");
     for p in &programs {
@@ -302,25 +292,77 @@ fn prepare_with(config: &Config, opts: &BuildOptions, steps: &Steps) -> Result<I
     })
 }
 
-/// Builds the image of `config` into `opts.output`.
-///
-/// A disk too small for the layout fails before anything is built or
-/// written; any later failure leaves `opts.output` as it was (absent, or
-/// an earlier image) and no partial file beside it (see [`image::write_image`]).
-pub fn build_config(config: &Config, opts: &BuildOptions) -> Result<ImageReport, BuildError> {
-    let layout = image::layout(config.platform, opts.disk_bytes, &opts.layout)?;
+/// An image's inputs and its assembled trees (which carry the layout and
+/// partition table): what [`image::write_image`] writes and an update is
+/// made of.
+#[derive(Debug, Clone)]
+pub struct Assembled {
+    /// What the image was made from.
+    pub inputs: Inputs,
+    /// The trees, layout, table and build id.
+    pub trees: Trees,
+}
+
+impl Assembled {
+    /// The signed parts of an update into `slot` ([`update::parts`]).
+    pub fn update_parts(
+        &self,
+        slot: Slot,
+        key: &SecretKey,
+        signing: &Signing,
+    ) -> Result<UpdateParts, UpdateError> {
+        update::parts(&self.inputs, &self.trees, slot, key, signing)
+    }
+}
+
+/// Prepares `config` and assembles its trees for the disk `opts` describes.
+/// A disk too small for the layout fails before anything is built.
+pub fn assemble(config: &Config, opts: &BuildOptions) -> Result<Assembled, BuildError> {
+    let layout =
+        crate::board::for_platform(config.platform).layout(opts.disk_bytes, &opts.layout)?;
     let inputs = prepare(config, opts)?;
     let steps = Steps::new(opts.progress);
     steps.step("assembling the image");
     let trees = image::assemble(&inputs, &layout)?;
+    steps.pb.finish_and_clear();
+    Ok(Assembled { inputs, trees })
+}
+
+/// Builds the image of `config` into `output`.
+///
+/// A disk too small for the layout fails before anything is built or
+/// written; any later failure leaves `output` as it was (absent, or an
+/// earlier image) and no partial file beside it (see [`image::write_image`]).
+pub fn build_config(
+    config: &Config,
+    opts: &BuildOptions,
+    output: &Path,
+) -> Result<ImageReport, BuildError> {
+    let a = assemble(config, opts)?;
+    let steps = Steps::new(opts.progress);
     steps.step("writing the image");
-    let report = image::write_image(&trees, config, &layout, &opts.output, opts.mtime)?;
-    steps.done(&format!("wrote {}", opts.output.display()));
+    let report = image::write_image(&a.trees, output)?;
+    steps.done(&format!("wrote {}", output.display()));
     Ok(report)
 }
 
-/// Reads the krazy.toml at `config_path` and builds its image.
-pub fn build_image(config_path: &Path, opts: &BuildOptions) -> Result<ImageReport, BuildError> {
+/// Reads the krazy.toml at `config_path` and builds its image into `output`.
+pub fn build_image(
+    config_path: &Path,
+    opts: &BuildOptions,
+    output: &Path,
+) -> Result<ImageReport, BuildError> {
     let config = Config::load(config_path)?;
-    build_config(&config, opts)
+    build_config(&config, opts, output)
+}
+
+/// Builds `config` and makes the signed parts of an update into `slot`.
+pub fn build_update(
+    config: &Config,
+    opts: &BuildOptions,
+    slot: Slot,
+    key: &SecretKey,
+    signing: &Signing,
+) -> Result<UpdateParts, BuildError> {
+    Ok(assemble(config, opts)?.update_parts(slot, key, signing)?)
 }

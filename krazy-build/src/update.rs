@@ -5,15 +5,13 @@
 use std::path::Path;
 use std::time::Duration;
 
-use krazy_disk::{InstanceId, PartitionTable, Role};
-use krazy_update::bootarchive::{self, BootFile};
 use krazy_update::client::{Client, ClientError, Committed, Progress, Signed};
 use krazy_update::protocol::{
     Manifest, PartKind, PartSpec, SecretKey, SignedManifest, Slot, DEFAULT_EXPIRY_SECONDS,
-    MAX_DOWNGRADE_EXPIRY_SECONDS, PROTOCOL_V1, PROTOCOL_VERSION,
+    MAX_DOWNGRADE_EXPIRY_SECONDS, PROTOCOL_VERSION,
 };
 
-use crate::image::{self, BootTrees, ImageError, Inputs, Trees};
+use crate::image::{self, ImageError, Inputs, Trees};
 
 /// Why an update could not be made or pushed.
 #[derive(Debug, thiserror::Error)]
@@ -115,76 +113,23 @@ pub fn signing_key(secrets_dir: &Path) -> Result<SecretKey, UpdateError> {
 }
 
 /// The parts of `trees` for `slot`, signed with `key` as `signing` says.
+/// The boot part comes from the board ([`crate::board::Board::update_boot_part`]),
+/// from the same functions as a fresh image's boot partition.
 pub fn parts(
     inputs: &Inputs,
     trees: &Trees,
-    layout: &krazy_disk::Layout,
     slot: Slot,
     key: &SecretKey,
     signing: &Signing,
 ) -> Result<UpdateParts, UpdateError> {
     let config = &inputs.config;
-    let root = image::root_image(trees, inputs.mtime)?;
-    let part_err = |reason: String| UpdateError::Part {
-        part: "boot",
-        reason,
-    };
-    let boot = match &trees.boot {
-        BootTrees::Pc { .. } => {
-            let id = InstanceId::new(config.instance_id.clone()).map_err(ImageError::from)?;
-            let table = PartitionTable::from_layout(layout, &id).map_err(ImageError::from)?;
-            let guid = |r| table.entry(r).map(|e| e.guid).unwrap_or_default();
-            let (s, role) = match slot {
-                Slot::A => ('a', Role::RootA),
-                Slot::B => ('b', Role::RootB),
-            };
-            let cmdline = image::kernel_cmdline(config, guid(role), guid(Role::Perm), s);
-            let entry = image::loader_entry(
-                &config.hostname,
-                &inputs.kernel.version,
-                s,
-                &cmdline,
-                trees.initramfs.is_some(),
-            );
-            let kernel =
-                std::fs::read(&inputs.kernel.vmlinuz).map_err(|e| part_err(e.to_string()))?;
-            let mut files: Vec<(BootFile, &[u8])> = vec![(BootFile::Vmlinuz, &kernel)];
-            if let Some(i) = &trees.initramfs {
-                files.push((BootFile::Initrd, i));
-            }
-            files.push((BootFile::Entry, entry.as_bytes()));
-            let mut out = Vec::new();
-            bootarchive::write_archive(&mut out, &files).map_err(|e| part_err(e.to_string()))?;
-            out
-        }
-        BootTrees::Pi3 { boot_a, boot_b, .. } if signing.protocol != PROTOCOL_V1 => {
-            let tree = match slot {
-                Slot::A => boot_a,
-                Slot::B => boot_b,
-            };
-            let mut out = Vec::new();
-            krazy_update::bootpart::write_tree(&mut out, tree, inputs.mtime)
-                .map_err(|e| part_err(e.to_string()))?;
-            out
-        }
-        BootTrees::Pi3 { boot_a, boot_b, .. } => {
-            let (tree, role) = match slot {
-                Slot::A => (boot_a, Role::BootA),
-                Slot::B => (boot_b, Role::BootB),
-            };
-            let p = layout
-                .partition(role)
-                .ok_or_else(|| part_err("no boot partition".into()))?;
-            let mut dev = krazy_fs::MemDevice::zeroed(p.size_bytes() as usize);
-            let opts = krazy_fs::fat::FatOptions {
-                timestamp: Some(inputs.mtime),
-                device_zeroed: true,
-                ..Default::default()
-            };
-            krazy_fs::fat::write(&mut dev, tree, &opts).map_err(|e| part_err(e.to_string()))?;
-            dev.into_vec()
-        }
-    };
+    let root = image::root_image(trees)?;
+    let boot = crate::board::for_platform(trees.layout.platform()).update_boot_part(
+        inputs,
+        trees,
+        slot,
+        signing.protocol,
+    )?;
     let (arch, platform) = (config.platform.arch(), config.platform);
     let mut manifest = Manifest::new(
         trees.build_id.clone(),

@@ -45,9 +45,9 @@ fn pc_appliance_boots_in_qemu_serves_and_survives_a_reboot() {
     let t = tempfile::tempdir().unwrap();
     let inst = workspace().join("examples/pc_appliance");
     let img = t.path().join("pc.img");
-    let opts = options(&inst, &img, t.path());
+    let opts = options(&inst, t.path());
     let config = Config::load(&inst.join("krazy.toml")).unwrap();
-    let report = krazy_build::pipeline::build_config(&config, &opts).unwrap();
+    let report = krazy_build::pipeline::build_config(&config, &opts, &img).unwrap();
 
     let https = vm::free_port().unwrap();
     let http = vm::free_port().unwrap();

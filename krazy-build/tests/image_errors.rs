@@ -76,8 +76,8 @@ fn a_dynamically_linked_package_fails_the_elf_check_and_no_image_is_written() {
         format!("{c}\n[[package]]\nname = \"dyn\"\npath = {pkg:?}\n")
     });
     let img = t.path().join("pc.img");
-    let opts = options(&inst, &img, t.path());
-    let e = pipeline::build_image(&inst.join("krazy.toml"), &opts).unwrap_err();
+    let opts = options(&inst, t.path());
+    let e = pipeline::build_image(&inst.join("krazy.toml"), &opts, &img).unwrap_err();
     let msg = e.to_string();
     let BuildError::Elf(ElfError::Dynamic { path, .. }) = &e else {
         panic!("expected the ELF check's Dynamic error, got: {msg}");
@@ -115,8 +115,8 @@ fn a_missing_kernel_deb_is_named_and_no_image_is_written() {
     let img = t.path().join("pc.img");
     // An earlier image at the output path must survive the failed build.
     fs::write(&img, b"an earlier image").unwrap();
-    let opts = options(&inst, &img, t.path());
-    let e = pipeline::build_image(&inst.join("krazy.toml"), &opts).unwrap_err();
+    let opts = options(&inst, t.path());
+    let e = pipeline::build_image(&inst.join("krazy.toml"), &opts, &img).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, BuildError::Kernel(_)), "{msg}");
     let want = inst.join("does-not-exist.deb");
@@ -155,7 +155,7 @@ fn unknown_config_fields_are_named_with_the_file() {
         assert!(msg.contains(&cfg.display().to_string()), "{msg}");
 
         let img = dir.join("pc.img");
-        let e = pipeline::build_image(&cfg, &options(&inst, &img, &dir)).unwrap_err();
+        let e = pipeline::build_image(&cfg, &options(&inst, &dir), &img).unwrap_err();
         let msg = e.to_string();
         assert!(
             matches!(e, BuildError::Config(ConfigError::Parse { .. })),
@@ -172,12 +172,12 @@ fn a_disk_too_small_for_the_layout_fails_before_building() {
     let t = tempfile::tempdir().unwrap();
     let inst = instance(t.path(), |c| c);
     let img = t.path().join("pc.img");
-    let mut opts = options(&inst, &img, t.path());
+    let mut opts = options(&inst, t.path());
     opts.disk_bytes = GIB;
     // A target directory that does not exist yet: the layout is checked
     // before cargo runs, so it must stay absent.
     opts.target_dir = t.path().join("never-built");
-    let e = pipeline::build_image(&inst.join("krazy.toml"), &opts).unwrap_err();
+    let e = pipeline::build_image(&inst.join("krazy.toml"), &opts, &img).unwrap_err();
     let msg = e.to_string();
     assert!(
         matches!(e, BuildError::Image(ImageError::Layout(_))),
@@ -198,7 +198,7 @@ fn prepared() -> &'static (Config, Inputs, Trees) {
     P.get_or_init(|| {
         let t = tempfile::tempdir().unwrap();
         let inst = workspace().join("examples/pc_appliance");
-        let opts = options(&inst, &t.path().join("unused.img"), t.path());
+        let opts = options(&inst, t.path());
         let config = Config::load(&inst.join("krazy.toml")).unwrap();
         let inputs = pipeline::prepare(&config, &opts).unwrap();
         let layout = image::layout(config.platform, 2 * GIB, &Default::default()).unwrap();
@@ -209,13 +209,14 @@ fn prepared() -> &'static (Config, Inputs, Trees) {
 
 #[test]
 fn a_root_partition_too_small_for_the_root_fails_and_leaves_nothing() {
-    let (config, _, trees) = prepared();
+    let (config, inputs, _) = prepared();
     let t = tempfile::tempdir().unwrap();
     let img = t.path().join("pc.img");
     // The compressed root is ~3.7 MiB (krazy-init alone is 4.3 MB).
     let opts = krazy_disk::LayoutOptions::default().with_root_bytes(MIB);
     let layout = image::layout(config.platform, 2 * GIB, &opts).unwrap();
-    let e = image::write_image(trees, config, &layout, &img, 1_700_000_000).unwrap_err();
+    let trees = image::assemble(inputs, &layout).unwrap();
+    let e = image::write_image(&trees, &img).unwrap_err();
     let msg = e.to_string();
     assert!(
         matches!(e, ImageError::FileSystem { part: "root", .. }),
@@ -247,12 +248,11 @@ impl Drop for Tmpfs {
 
 #[test]
 fn a_read_only_output_directory_fails_cleanly() {
-    let (config, _, trees) = prepared();
+    let (_, _, trees) = prepared();
     let t = tempfile::tempdir().unwrap();
     let ro = Tmpfs::mount(&t.path().join("ro"), "ro,size=1m");
     let img = ro.0.join("pc.img");
-    let layout = image::layout(config.platform, 2 * GIB, &Default::default()).unwrap();
-    let e = image::write_image(trees, config, &layout, &img, 1_700_000_000).unwrap_err();
+    let e = image::write_image(trees, &img).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, ImageError::Io { .. }), "{msg}");
     assert!(msg.contains(&ro.0.display().to_string()), "{msg}");
@@ -262,14 +262,13 @@ fn a_read_only_output_directory_fails_cleanly() {
 
 #[test]
 fn a_full_output_file_system_fails_midway_and_the_partial_image_is_removed() {
-    let (config, _, trees) = prepared();
+    let (_, _, trees) = prepared();
     let t = tempfile::tempdir().unwrap();
     // Room for the partition table and the start of the root, not for the
     // root twice: the write fails after the partial file has data in it.
     let full = Tmpfs::mount(&t.path().join("full"), "size=4m");
     let img = full.0.join("pc.img");
-    let layout = image::layout(config.platform, 2 * GIB, &Default::default()).unwrap();
-    let e = image::write_image(trees, config, &layout, &img, 1_700_000_000).unwrap_err();
+    let e = image::write_image(trees, &img).unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains("No space left on device"), "{msg}");
     assert!(msg.contains(".pc.img.partial"), "{msg}");

@@ -25,13 +25,13 @@ fn pc_appliance_image_passes_the_reference_tools() {
     let t = tempfile::tempdir().unwrap();
     let inst = workspace().join("examples/pc_appliance");
     let img = t.path().join("pc.img");
-    let opts = options(&inst, &img, t.path());
+    let opts = options(&inst, t.path());
     let config = Config::load(&inst.join("krazy.toml")).unwrap();
     let inputs = pipeline::prepare(&config, &opts).unwrap();
     let layout =
         krazy_build::image::layout(config.platform, opts.disk_bytes, &opts.layout).unwrap();
     let trees = krazy_build::image::assemble(&inputs, &layout).unwrap();
-    let r = krazy_build::image::write_image(&trees, &config, &layout, &img, opts.mtime).unwrap();
+    let r = krazy_build::image::write_image(&trees, &img).unwrap();
     assert_eq!(std::fs::metadata(&img).unwrap().len(), 2 << 30);
     assert!(!t.path().join(".pc.img.partial").exists());
 
@@ -267,8 +267,8 @@ fn pc_appliance_image_passes_the_reference_tools() {
 }
 
 fn build(inst: &Path, out: &Path, scratch: &Path) -> String {
-    let opts = options(inst, out, scratch);
-    pipeline::build_image(&inst.join("krazy.toml"), &opts)
+    let opts = options(inst, scratch);
+    pipeline::build_image(&inst.join("krazy.toml"), &opts, out)
         .unwrap()
         .build_id
 }

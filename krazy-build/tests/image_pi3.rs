@@ -52,11 +52,11 @@ fn pi3_appliance_image_passes_the_reference_tools() {
     let inst = t.path().join("instance");
     std::fs::create_dir(&inst).unwrap();
     let img = t.path().join("pi3.img");
-    let opts = options(&inst, &img, t.path());
+    let opts = options(&inst, t.path());
     assert_eq!(opts.secrets_dir, inst.join("secrets"));
     let config =
         appliance::config(&fw, KernelSource::Apt(appliance::DEFAULT_KERNEL_APT.into())).unwrap();
-    let r = appliance::build(&config, &opts).unwrap();
+    let r = appliance::build(&config, &opts, &img).unwrap();
 
     // The secrets were made, private, and are reused by the next build.
     let mode = |p: &Path| {

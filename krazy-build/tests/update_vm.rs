@@ -13,7 +13,6 @@ mod common;
 
 use common::{options, workspace};
 use krazy_build::config::Config;
-use krazy_build::image;
 use krazy_build::pipeline;
 use krazy_build::remote;
 use krazy_build::update;
@@ -91,8 +90,8 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
     let inst = t.path().join("inst");
     let v1 = instance(&inst, "v1", "env = { RUST_LOG = \"info\" }");
     let img = t.path().join("pc.img");
-    let opts = options(&inst, &img, t.path());
-    let r1 = pipeline::build_config(&v1, &opts).unwrap();
+    let opts = options(&inst, t.path());
+    let r1 = pipeline::build_config(&v1, &opts, &img).unwrap();
 
     let https = vm::free_port().unwrap();
     let hello_port = vm::free_port().unwrap();
@@ -122,20 +121,9 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
 
     // v2: one byte of /etc/motd differs.
     let v2 = instance(&inst, "v2", "env = { RUST_LOG = \"info\" }");
-    let layout = image::layout(v2.platform, opts.disk_bytes, &opts.layout).unwrap();
-    let in2 = pipeline::prepare(&v2, &opts).unwrap();
-    let trees2 = image::assemble(&in2, &layout).unwrap();
-    assert_ne!(trees2.build_id, r1.build_id);
     let key = update::signing_key(&inst.join("secrets")).unwrap();
-    let p2 = update::parts(
-        &in2,
-        &trees2,
-        &layout,
-        Slot::B,
-        &key,
-        &update::Signing::now(),
-    )
-    .unwrap();
+    let p2 = pipeline::build_update(&v2, &opts, Slot::B, &key, &update::Signing::now()).unwrap();
+    assert_ne!(p2.manifest.build_id, r1.build_id);
 
     // A manifest signed with another key: 403, nothing written.
     let other = SecretKey::generate().unwrap();
@@ -177,7 +165,7 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
         ),
     );
     assert_eq!(sent, p2.boot.len().max(p2.root.len()) as u64);
-    assert_eq!(done.features.build_id, trees2.build_id);
+    assert_eq!(done.features.build_id, p2.manifest.build_id);
     assert_eq!(
         (done.features.running_slot, done.features.committed_slot),
         (Slot::B, Slot::B)
@@ -205,17 +193,7 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
         "v3",
         "env = { RUST_LOG = \"info\", HELLO_FAIL = \"1\" }",
     );
-    let in3 = pipeline::prepare(&v3, &opts).unwrap();
-    let trees3 = image::assemble(&in3, &layout).unwrap();
-    let p3 = update::parts(
-        &in3,
-        &trees3,
-        &layout,
-        Slot::A,
-        &key,
-        &update::Signing::now(),
-    )
-    .unwrap();
+    let p3 = pipeline::build_update(&v3, &opts, Slot::A, &key, &update::Signing::now()).unwrap();
     match update::push(
         &client,
         &p3,
@@ -229,7 +207,7 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
             service,
             log,
         })) => {
-            assert_eq!(build_id, trees3.build_id);
+            assert_eq!(build_id, p3.manifest.build_id);
             let reason = reason.unwrap_or_default();
             assert!(reason.contains("hello"), "{reason}");
             assert_eq!(service.as_deref(), Some("hello"));
@@ -238,7 +216,7 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
         r => panic!("v3 should roll back: {r:?}\n{}", vm.serial_tail(80)),
     }
     let f = check(&vm, "features after the rollback", client.features());
-    assert_eq!(f.build_id, trees2.build_id);
+    assert_eq!(f.build_id, p2.manifest.build_id);
     assert_eq!((f.running_slot, f.committed_slot), (Slot::B, Slot::B));
     let st = check(&vm, "status", client.status());
     let lt = st.last_trial.unwrap();
@@ -260,17 +238,7 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
         "kernel_args = [\"rdinit=/nonexistent\", \"init=/nonexistent\"]",
         "",
     );
-    let in4 = pipeline::prepare(&v4, &opts).unwrap();
-    let trees4 = image::assemble(&in4, &layout).unwrap();
-    let p4 = update::parts(
-        &in4,
-        &trees4,
-        &layout,
-        Slot::A,
-        &key,
-        &update::Signing::now(),
-    )
-    .unwrap();
+    let p4 = pipeline::build_update(&v4, &opts, Slot::A, &key, &update::Signing::now()).unwrap();
     match update::push(
         &client,
         &p4,
@@ -279,14 +247,14 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
         Duration::from_secs(400),
     ) {
         Err(update::UpdateError::Client(ClientError::RolledBack { build_id, .. })) => {
-            assert_eq!(build_id, trees4.build_id)
+            assert_eq!(build_id, p4.manifest.build_id)
         }
         r => panic!("v4 should come back on v2: {r:?}\n{}", vm.serial_tail(80)),
     }
     let f = check(&vm, "features after the panic", client.features());
     assert_eq!(
         (f.build_id.as_str(), f.running_slot),
-        (trees2.build_id.as_str(), Slot::B)
+        (p2.manifest.build_id.as_str(), Slot::B)
     );
     check(
         &vm,
@@ -320,17 +288,7 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
         "kernel_args = []",
         &format!("\n[[file]]\npath = \"/big.bin\"\nsource = {:?}\n", big),
     );
-    let in5 = pipeline::prepare(&v5, &opts).unwrap();
-    let trees5 = image::assemble(&in5, &layout).unwrap();
-    let p5 = update::parts(
-        &in5,
-        &trees5,
-        &layout,
-        Slot::A,
-        &key,
-        &update::Signing::now(),
-    )
-    .unwrap();
+    let p5 = pipeline::build_update(&v5, &opts, Slot::A, &key, &update::Signing::now()).unwrap();
     assert!(p5.root.len() > 200 << 20);
     let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let sampler = {
@@ -473,7 +431,7 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
     let f = check(&vm, "features", client.features());
     assert_eq!(
         (f.build_id.as_str(), f.running_slot),
-        (trees2.build_id.as_str(), Slot::B)
+        (p2.manifest.build_id.as_str(), Slot::B)
     );
     assert!(count(&hello(hello_port)) > n3, "/perm intact");
 
@@ -531,12 +489,12 @@ fn signed_updates_commit_and_a_failing_one_rolls_back() {
     let st = check(&vm, "status", client.status());
     assert_eq!(
         (st.build_id.as_str(), st.running_slot),
-        (trees2.build_id.as_str(), Slot::B)
+        (p2.manifest.build_id.as_str(), Slot::B)
     );
     let lt = st.last_trial.unwrap();
     assert_eq!(
         (lt.outcome, lt.build_id.as_str()),
-        (TrialOutcome::RolledBack, trees5.build_id.as_str())
+        (TrialOutcome::RolledBack, p5.manifest.build_id.as_str())
     );
     assert!(count(&hello(hello_port)) > n4, "/perm intact");
 

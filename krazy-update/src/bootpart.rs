@@ -156,35 +156,67 @@ pub fn volume_identity(dev: &mut dyn BlockDevice) -> Option<VolumeIdentity> {
     })
 }
 
+impl VolumeIdentity {
+    /// The identity a fresh image gives `slot`'s boot partition, and what
+    /// [`install`] falls back to on a volume it cannot read: label
+    /// `KRAZY-A`/`KRAZY-B`.
+    pub fn new(slot: Slot, volume_id: u32, hidden_sectors: u32) -> Self {
+        VolumeIdentity {
+            volume_id,
+            label: Some(slot_label(slot)),
+            hidden_sectors,
+        }
+    }
+}
+
+fn slot_label(slot: Slot) -> String {
+    format!("KRAZY-{}", slot.as_str().to_ascii_uppercase())
+}
+
+/// The one writer of a pi3 boot slot's FAT, for a fresh image (krazy-build)
+/// and for an update ([`install`]): `tree` over the whole of `dev`, with
+/// the volume identity `id` and every time `mtime`. `zeroed` says `dev`
+/// already reads as zeros (a new sparse image), so runs of zeros are
+/// skipped; the bytes that end up on `dev` are the same either way.
+pub fn format(
+    dev: &mut dyn BlockDevice,
+    tree: &Tree,
+    id: &VolumeIdentity,
+    mtime: u64,
+    zeroed: bool,
+) -> Result<(), fat::Error> {
+    let opts = FatOptions {
+        label: id.label.clone(),
+        timestamp: Some(mtime),
+        volume_id: id.volume_id,
+        hidden_sectors: id.hidden_sectors,
+        device_zeroed: zeroed,
+        ..Default::default()
+    };
+    let mut d = dev;
+    fat::write(&mut d, tree, &opts).map(|_| ())
+}
+
 /// Writes a FAT holding `tree` over the whole of `dev` (slot `slot`'s boot
-/// partition), keeping the volume's identity, with every time `mtime`.
+/// partition) with [`format`], keeping the volume's identity (a volume it
+/// cannot read gets [`VolumeIdentity::new`] with the default volume id and
+/// no hidden sectors), with every time `mtime`.
 pub fn install(
     dev: &mut dyn BlockDevice,
     slot: Slot,
     tree: &Tree,
     mtime: u64,
 ) -> Result<(), ArchiveError> {
-    let id = volume_identity(dev);
-    let opts = FatOptions {
-        label: Some(
-            id.as_ref()
-                .and_then(|i| i.label.clone())
-                .unwrap_or_else(|| format!("KRAZY-{}", slot.as_str().to_ascii_uppercase())),
-        ),
-        timestamp: Some(mtime),
-        volume_id: id
-            .as_ref()
-            .map(|i| i.volume_id)
-            .unwrap_or(FatOptions::default().volume_id),
-        hidden_sectors: id.as_ref().map(|i| i.hidden_sectors).unwrap_or(0),
-        ..Default::default()
-    };
-    let mut d = dev;
-    fat::write(&mut d, tree, &opts).map_err(|e| ArchiveError::Write {
+    let mut id = volume_identity(dev)
+        .unwrap_or_else(|| VolumeIdentity::new(slot, FatOptions::default().volume_id, 0));
+    if id.label.is_none() {
+        id.label = Some(slot_label(slot));
+    }
+    format(dev, tree, &id, mtime, false).map_err(|e| ArchiveError::Write {
         path: format!("the boot-{slot} partition"),
         source: io::Error::other(e.to_string()),
     })?;
-    d.flush().map_err(|source| ArchiveError::Write {
+    dev.flush().map_err(|source| ArchiveError::Write {
         path: format!("the boot-{slot} partition"),
         source,
     })

@@ -145,7 +145,7 @@ pub fn update(
     timeout: std::time::Duration,
     flags: &UpdateSigning,
 ) -> anyhow::Result<()> {
-    use krazy_build::{image, pipeline, update};
+    use krazy_build::{pipeline, update};
     let config = Config::load(config_path)?;
     let client = client(config_path, &config, host)?;
     let features = client
@@ -172,11 +172,10 @@ pub fn update(
         }
     }
     let started = std::time::Instant::now();
-    let mut opts = pipeline::BuildOptions::for_config(config_path, Path::new("unused.img"));
+    let mut opts = pipeline::BuildOptions::for_config(config_path);
     opts.progress = true;
-    let inputs = pipeline::prepare(&config, &opts)?;
-    let layout = image::layout(config.platform, opts.disk_bytes, &opts.layout)?;
-    let trees = image::assemble(&inputs, &layout)?;
+    let assembled = pipeline::assemble(&config, &opts)?;
+    let trees = &assembled.trees;
     if trees.build_id == features.build_id {
         println!(
             "{} already runs build {}",
@@ -198,7 +197,7 @@ pub fn update(
     if flags.allow_downgrade {
         signing = signing.downgrade(&features.build_id);
     }
-    let parts = update::parts(&inputs, &trees, &layout, target, &key, &signing)?;
+    let parts = assembled.update_parts(target, &key, &signing)?;
     let style = indicatif::ProgressStyle::with_template(
         "{prefix:5} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
     )

@@ -241,8 +241,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn build_options(config_path: &Path, output: &Path, size: Option<u64>) -> BuildOptions {
-    let mut o = BuildOptions::for_config(config_path, output);
+fn build_options(config_path: &Path, size: Option<u64>) -> BuildOptions {
+    let mut o = BuildOptions::for_config(config_path);
     if let Some(s) = size {
         o.disk_bytes = s;
     }
@@ -259,8 +259,8 @@ fn build(instance: &Instance, output: &Path, size: Option<u64>, json: bool) -> a
             output.display()
         );
     }
-    let opts = build_options(&path, output, size);
-    let report = pipeline::build_image(&path, &opts)
+    let opts = build_options(&path, size);
+    let report = pipeline::build_image(&path, &opts, output)
         .with_context(|| format!("building {}", path.display()))?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
@@ -287,8 +287,8 @@ fn overwrite(instance: &Instance, dev: &Path, zero_all: bool, json: bool) -> any
         .prefix("overwrite-")
         .suffix(".img")
         .tempfile_in(&cache)?;
-    let opts = build_options(&path, tmp.path(), Some(target.size));
-    let report = pipeline::build_image(&path, &opts)
+    let opts = build_options(&path, Some(target.size));
+    let report = pipeline::build_image(&path, &opts, tmp.path())
         .with_context(|| format!("building {} for {}", path.display(), dev.display()))?;
     let pb = indicatif::ProgressBar::new(target.size);
     pb.set_style(
@@ -331,23 +331,12 @@ fn overwrite(instance: &Instance, dev: &Path, zero_all: bool, json: bool) -> any
 }
 
 fn lock(instance: &Instance, upgrade: bool) -> anyhow::Result<()> {
-    use krazy_build::kernel::{self, AptGet, Lock, ResolveOptions};
     let path = instance.path()?;
     let config = Config::load(&path)?;
-    let opts = BuildOptions::for_config(&path, Path::new("unused.img"));
-    let mut lock = Lock::read(&opts.lock_path)?;
-    let ropts = ResolveOptions {
-        cache_dir: opts.cache_dir.clone(),
-        upgrade,
-    };
-    let (k, kc) = kernel::resolve_kernel(&config.kernel, &mut lock, &ropts, &AptGet)?;
-    let mut fc = false;
-    if let Some(f) = config.firmware() {
-        fc = krazy_build::firmware::resolve_firmware(&f, &mut lock, &ropts, &AptGet)?.1;
-    }
-    if kc || fc {
-        lock.write(&opts.lock_path)?;
-    }
+    let mut opts = BuildOptions::for_config(&path);
+    opts.upgrade_lock = upgrade;
+    let r = pipeline::resolve_lock(&config, &opts)?;
+    let (k, kc) = (&r.kernel, r.lock_changed);
     println!(
         "kernel {} ({}){}",
         k.version,

@@ -588,17 +588,13 @@ fn update_commits_then_reports_a_rollback() {
     // Someone left a verified trial of v3 armed: `krazy update` cancels it,
     // says so, and goes on.
     {
-        use krazy_build::{image, pipeline, update};
+        use krazy_build::{pipeline, update};
         let cfg = krazy_build::config::Config::load(&inst.join("krazy.toml")).unwrap();
-        let opts = pipeline::BuildOptions::for_config(&inst.join("krazy.toml"), &img);
-        let inputs = pipeline::prepare(&cfg, &opts).unwrap();
-        let layout = image::layout(cfg.platform, opts.disk_bytes, &opts.layout).unwrap();
-        let trees = image::assemble(&inputs, &layout).unwrap();
+        let opts = pipeline::BuildOptions::for_config(&inst.join("krazy.toml"));
         let key = update::signing_key(&inst.join("secrets")).unwrap();
-        let p = update::parts(
-            &inputs,
-            &trees,
-            &layout,
+        let p = pipeline::build_update(
+            &cfg,
+            &opts,
             krazy_update::protocol::Slot::A,
             &key,
             &update::Signing::now(),

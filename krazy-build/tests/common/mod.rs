@@ -20,8 +20,8 @@ pub fn workspace() -> PathBuf {
 
 /// Build options for tests: caches under `target/`, progress hidden, the
 /// lock in `scratch`.
-pub fn options(instance: &Path, output: &Path, scratch: &Path) -> BuildOptions {
-    let mut o = BuildOptions::for_dir(instance, output);
+pub fn options(instance: &Path, scratch: &Path) -> BuildOptions {
+    let mut o = BuildOptions::for_dir(instance);
     // The same cache (and cargo target directory inside it) as the krazy
     // CLI's tests, which run with KRAZY_CACHE=target/krazy-test-cache.
     o.cache_dir = workspace().join("target/krazy-test-cache");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use krazy_build::config::{Config, Platform};
+use krazy_build::config::Config;
 use krazy_build::pipeline;
 use krazy_build::remote;
 use krazy_build::vm::{self, Accel, HostForward, Vm, VmOptions};
@@ -72,9 +72,9 @@ fn parse_host_forward(s: &str) -> Result<HostForward, String> {
 pub fn run(a: &RunArgs) -> anyhow::Result<()> {
     let path = a.instance.path()?;
     let config = Config::load(&path)?;
-    if config.platform != Platform::Pc {
+    if let Err(why) = krazy_build::board::for_platform(config.platform).qemu() {
         bail!(
-            "`krazy vm run` boots pc images; {} is for {} (QEMU cannot run the Raspberry Pi firmware)",
+            "`krazy vm run` cannot boot {}, which is for {}: {why}",
             path.display(),
             config.platform
         );
@@ -92,9 +92,9 @@ pub fn run(a: &RunArgs) -> anyhow::Result<()> {
             d.join("vm.img")
         }
     };
-    let mut opts = pipeline::BuildOptions::for_config(&path, &image);
+    let mut opts = pipeline::BuildOptions::for_config(&path);
     opts.progress = true;
-    let report = pipeline::build_image(&path, &opts)
+    let report = pipeline::build_image(&path, &opts, &image)
         .with_context(|| format!("building {}", path.display()))?;
     let http = vm::free_port()?;
     let https = vm::free_port()?;

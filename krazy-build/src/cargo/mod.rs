@@ -37,6 +37,9 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+mod system;
+pub use system::{SystemPrograms, SYSTEM_BINS, SYSTEM_PROFILE};
+
 /// Why a build failed. Each variant names the package.
 #[derive(Debug, thiserror::Error)]
 pub enum CargoError {
@@ -94,6 +97,14 @@ pub enum CargoError {
     Panicked {
         /// The build's name.
         name: String,
+    },
+    /// Installing the published system programs failed.
+    #[error("`{command}` failed:\n{stderr}")]
+    Install {
+        /// The command.
+        command: String,
+        /// Its error output's tail.
+        stderr: String,
     },
 }
 
@@ -355,6 +366,8 @@ pub fn build_command(spec: &BuildSpec, tc: &Toolchain, opts: &BuildOptions) -> C
     for b in &spec.bins {
         c.args(["--bin", b]);
     }
+    c.arg("--config")
+        .arg(remap_config(&tc.triple, &manifest, &opts.target_dir));
     // An outer cargo (build.rs, cargo test, cargo clippy, whose wrapper and
     // lint flags would otherwise lint the system programs) must not leak
     // its settings into ours; our target-specific variables come after.
@@ -374,6 +387,36 @@ pub fn build_command(spec: &BuildSpec, tc: &Toolchain, opts: &BuildOptions) -> C
         c.env(k, v);
     }
     c
+}
+
+/// The `--config` that makes the machine's paths leave no trace in the
+/// binaries (panic locations, `file!()`): the package's directory becomes
+/// `/krazy/src`, cargo's home `/krazy/cargo` and the target directory
+/// `/krazy/target`, so two checkouts in different places give the same
+/// bytes. As `target.<triple>.rustflags`, which cargo joins with the
+/// rustflags of the package's own config files instead of replacing them.
+/// rustc applies the last matching prefix, so the more specific come later.
+pub fn remap_config(triple: &str, manifest: &Path, target_dir: &Path) -> String {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    let mut pairs = Vec::new();
+    if let Some(dir) = manifest.parent() {
+        pairs.push((abs(dir), "/krazy/src"));
+    }
+    if let Some(home) = cargo_home {
+        pairs.push((abs(&home), "/krazy/cargo"));
+    }
+    pairs.push((abs(target_dir), "/krazy/target"));
+    let flags: Vec<String> = pairs
+        .iter()
+        .map(|(from, to)| {
+            let flag = format!("--remap-path-prefix={}={to}", from.display());
+            toml::Value::String(flag).to_string()
+        })
+        .collect();
+    format!("target.{triple}.rustflags=[{}]", flags.join(", "))
 }
 
 fn build_one(
@@ -477,90 +520,6 @@ fn build_one(
         .collect()
 }
 
-/// Where the system programs (`krazy-init`, `krazy-dhcp`, `krazy-ntp`) come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SystemPrograms {
-    /// Built from this workspace (its root `Cargo.toml`).
-    Workspace(PathBuf),
-    /// Installed from the crates registry at this version (krazy-build's own).
-    Registry(String),
-}
-
-/// The system programs and where each goes in the root file system.
-pub const SYSTEM_BINS: [(&str, &str, &str); 3] = [
-    ("krazy-init", "krazy-init", "krazy/init"),
-    ("krazy-net", "krazy-dhcp", "krazy/dhcp"),
-    ("krazy-net", "krazy-ntp", "krazy/ntp"),
-];
-
-/// How the system programs are compiled in release builds, whatever the
-/// profile of the workspace or package they come from says: PID 1 stays
-/// resident for the device's whole life, so it is built for size. One
-/// optimised unit (fat LTO, one codegen unit, `opt-level = "s"`) halves
-/// krazy-init (8.0 MB to 4.4 MB, static musl) and its resident memory
-/// under `krazy-init supervise` drops from 4.9 to 3.4 MiB, mostly pages of
-/// the binary that are no longer touched. The two crates that touch every
-/// byte of an update stay at `opt-level = 3`: SHA-256 ran 4.4 times slower
-/// at `"s"` (246 against 1,080 MiB/s, static musl on x86-64), and ring's C
-/// fallbacks for CPUs without AES instructions (such as QEMU's default
-/// CPU) halved the TLS upload into a VM (5.3 against 9.6 MB/s). Panics still
-/// unwind, so a failing task is caught instead of taking PID 1 down.
-pub const SYSTEM_PROFILE: [&str; 5] = [
-    "profile.release.lto=\"fat\"",
-    "profile.release.codegen-units=1",
-    "profile.release.opt-level=\"s\"",
-    "profile.release.package.sha2.opt-level=3",
-    "profile.release.package.ring.opt-level=3",
-];
-
-impl SystemPrograms {
-    /// The workspace when krazy-build was compiled from one that holds
-    /// `krazy-init`, else the registry at krazy-build's version.
-    pub fn locate() -> SystemPrograms {
-        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-        Self::locate_from(here)
-    }
-
-    /// [`SystemPrograms::locate`] for a given krazy-build source directory.
-    pub fn locate_from(manifest_dir: &Path) -> SystemPrograms {
-        if let Some(ws) = manifest_dir.parent() {
-            if ws.join("krazy-init/Cargo.toml").is_file() && ws.join("Cargo.toml").is_file() {
-                return SystemPrograms::Workspace(ws.join("Cargo.toml"));
-            }
-        }
-        SystemPrograms::Registry(env!("CARGO_PKG_VERSION").to_string())
-    }
-
-    /// The workspace build of all three programs (one cargo invocation).
-    pub fn workspace_spec(manifest: &Path) -> BuildSpec {
-        BuildSpec {
-            name: "krazy-system".into(),
-            manifest: manifest.to_path_buf(),
-            packages: vec!["krazy-init".into(), "krazy-net".into()],
-            bins: SYSTEM_BINS.iter().map(|(_, b, _)| b.to_string()).collect(),
-            config: SYSTEM_PROFILE.iter().map(|kv| kv.to_string()).collect(),
-        }
-    }
-
-    /// The `cargo install` command that fetches the published programs into
-    /// `root/bin` for the toolchain's target.
-    pub fn install_command(version: &str, root: &Path, tc: &Toolchain) -> Command {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut c = Command::new(cargo);
-        c.args(["install", "--locked", "--root"]).arg(root);
-        for kv in SYSTEM_PROFILE {
-            c.arg("--config").arg(kv);
-        }
-        c.args(["--target", &tc.triple])
-            .arg(format!("krazy-init@{version}"))
-            .arg(format!("krazy-net@{version}"));
-        for (k, v) in &tc.env {
-            c.env(k, v);
-        }
-        c
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -615,7 +574,40 @@ mod tests {
             args.windows(2).any(|w| w == ["--target-dir", "/t/hello"]),
             "{args:?}"
         );
-        assert!(!args.iter().any(|a| a == "--config"), "{args:?}");
+        // The one --config of a user build is the path remapping.
+        let configs: Vec<&String> = args
+            .windows(2)
+            .filter(|w| w[0] == "--config")
+            .map(|w| &w[1])
+            .collect();
+        assert_eq!(configs.len(), 1, "{args:?}");
+        assert!(configs[0].contains("remap-path-prefix"), "{args:?}");
+    }
+
+    #[test]
+    fn paths_of_the_machine_are_remapped_most_specific_last() {
+        let c = remap_config(
+            "x86_64-unknown-linux-musl",
+            Path::new("/home/u/app/Cargo.toml"),
+            Path::new("/home/u/app/target"),
+        );
+        let v: toml::Table = toml::from_str(&c).unwrap();
+        let flags = v["target"]["x86_64-unknown-linux-musl"]["rustflags"]
+            .as_array()
+            .unwrap();
+        let flags: Vec<&str> = flags.iter().map(|f| f.as_str().unwrap()).collect();
+        assert_eq!(
+            flags.first(),
+            Some(&"--remap-path-prefix=/home/u/app=/krazy/src")
+        );
+        assert_eq!(
+            flags.last(),
+            Some(&"--remap-path-prefix=/home/u/app/target=/krazy/target")
+        );
+        assert!(
+            flags.iter().any(|f| f.ends_with("=/krazy/cargo")),
+            "{flags:?}"
+        );
     }
 
     #[test]
@@ -642,9 +634,15 @@ mod tests {
                 .map(|w| w[1].clone())
                 .collect()
         };
+        let remap = |c: &Command| -> Vec<String> {
+            configs(c)
+                .into_iter()
+                .filter(|kv| !kv.contains("remap-path-prefix"))
+                .collect()
+        };
         let system = SystemPrograms::workspace_spec(Path::new("/ws/Cargo.toml"));
-        assert_eq!(configs(&build_command(&system, &tc, &opts)), SYSTEM_PROFILE);
+        assert_eq!(remap(&build_command(&system, &tc, &opts)), SYSTEM_PROFILE);
         let user = BuildSpec::package("hello", Path::new("/src/hello"), None);
-        assert!(configs(&build_command(&user, &tc, &opts)).is_empty());
+        assert!(remap(&build_command(&user, &tc, &opts)).is_empty());
     }
 }
