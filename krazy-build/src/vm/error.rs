@@ -208,7 +208,7 @@ pub enum VmError {
         /// The underlying error (a transport one: [`krazy_http::HttpError::Io`]
         /// or [`krazy_http::HttpError::Closed`]).
         #[source]
-        source: krazy_http::HttpError,
+        source: Box<krazy_http::HttpError>,
     },
     /// The server's answer is not HTTP/1.x as understood here, or too long.
     #[error("HTTP {method} {path} on {target}: bad response")]
@@ -221,7 +221,7 @@ pub enum VmError {
         target: String,
         /// What is wrong with the answer.
         #[source]
-        source: krazy_http::HttpError,
+        source: Box<krazy_http::HttpError>,
     },
     /// No HTTP answer arrived in time.
     #[error(

@@ -132,14 +132,14 @@ pub fn http_request(
                 method,
                 path,
                 target,
-                source: e,
+                source: Box::new(e),
             }
         } else {
             VmError::HttpResponse {
                 method,
                 path,
                 target,
-                source: e,
+                source: Box::new(e),
             }
         }
     };
