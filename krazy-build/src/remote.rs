@@ -42,16 +42,11 @@ pub enum RemoteError {
 
 /// The DER bytes of the first `CERTIFICATE` block of a PEM text.
 pub fn pem_cert_der(pem: &str) -> Option<Vec<u8>> {
-    use base64::Engine;
-    let body: String = pem
-        .lines()
-        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE-----"))
-        .skip(1)
-        .take_while(|l| !l.starts_with("-----END CERTIFICATE-----"))
-        .collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(body.trim())
-        .ok()
+    use rustls_pki_types::pem::PemObject as _;
+    rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .and_then(Result::ok)
+        .map(|c| c.as_ref().to_vec())
         .filter(|d| !d.is_empty())
 }
 
@@ -129,5 +124,25 @@ pub fn wait_boot_services(
             });
         }
         std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_cert_der_takes_the_first_certificate() {
+        let a = rcgen::generate_simple_self_signed(vec!["a".into()]).unwrap();
+        let b = rcgen::generate_simple_self_signed(vec!["b".into()]).unwrap();
+        let pem = format!(
+            "{}{}{}",
+            a.signing_key.serialize_pem(),
+            a.cert.pem(),
+            b.cert.pem()
+        );
+        assert_eq!(pem_cert_der(&pem).unwrap(), a.cert.der().to_vec());
+        assert_eq!(pem_cert_der(&a.signing_key.serialize_pem()), None);
+        assert_eq!(pem_cert_der(""), None);
     }
 }

@@ -173,3 +173,7 @@ pub mod state;
 pub mod writer;
 
 pub use protocol::{Manifest, PartKind, PublicKey, SecretKey, SignedManifest, Slot};
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -197,7 +197,7 @@ pub enum VmError {
         reason: &'static str,
     },
     /// One HTTP exchange failed (connect, send or receive).
-    #[error("HTTP {method} {path} on {target}: {source}")]
+    #[error("HTTP {method} {path} on {target} failed")]
     Http {
         /// The method.
         method: String,
@@ -205,12 +205,13 @@ pub enum VmError {
         path: String,
         /// The target.
         target: String,
-        /// The underlying error.
+        /// The underlying error (a transport one: [`krazy_http::HttpError::Io`]
+        /// or [`krazy_http::HttpError::Closed`]).
         #[source]
-        source: io::Error,
+        source: Box<krazy_http::HttpError>,
     },
-    /// The server's answer is not HTTP/1.x as understood here.
-    #[error("HTTP {method} {path} on {target}: bad response: {reason}")]
+    /// The server's answer is not HTTP/1.x as understood here, or too long.
+    #[error("HTTP {method} {path} on {target}: bad response")]
     HttpResponse {
         /// The method.
         method: String,
@@ -219,7 +220,8 @@ pub enum VmError {
         /// The target.
         target: String,
         /// What is wrong with the answer.
-        reason: String,
+        #[source]
+        source: Box<krazy_http::HttpError>,
     },
     /// No HTTP answer arrived in time.
     #[error(

@@ -1,16 +1,18 @@
-//! A minimal plain HTTP/1.1 client ([`http_request`], [`wait_http`]) for
-//! tests and smoke checks against a guest through a forward. It stands
-//! alone so that it can be replaced by a shared HTTP crate.
+//! A plain HTTP/1.1 client ([`http_request`], [`wait_http`]) for tests and
+//! smoke checks against a guest through a forward: a thin layer over
+//! [`krazy_http`], the project's one HTTP client.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+
+use krazy_http::{exchange, HttpError, Limits, Request};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::VmError;
 
 /// The largest HTTP head or body [`http_request`] accepts.
-const HTTP_MAX_BODY: usize = 16 << 20;
+const HTTP_MAX_BODY: u64 = 16 << 20;
 const HTTP_MAX_HEAD: usize = 64 << 10;
 
 /// A plain HTTP/1.1 request for [`http_request`].
@@ -113,31 +115,38 @@ fn parse_target(target: &str) -> Result<&str, VmError> {
 }
 
 /// Sends one request to `target` (`host:port` or `http://host:port`) and
-/// reads the answer, with `timeout` for connecting and for each read and
-/// write. Plain HTTP only; the request says `Connection: close`; the body is
-/// read by `Content-Length`, chunked encoding, or to the end of the stream.
+/// reads the answer with [`krazy_http`], with `timeout` for connecting and
+/// for each read and write. Plain HTTP only; the request says
+/// `Connection: close`; the body is read by its framing (`Content-Length`,
+/// chunked, or to the end of the stream), at most 16 MiB of it.
 pub fn http_request(
     target: &str,
     req: &HttpRequest,
     timeout: Duration,
 ) -> Result<HttpResponse, VmError> {
     let hostport = parse_target(target)?;
-    let io_err = |source| VmError::Http {
-        method: req.method.clone(),
-        path: req.path.clone(),
-        target: target.to_string(),
-        source,
+    let fail = |e: HttpError| {
+        let (method, path, target) = (req.method.clone(), req.path.clone(), target.to_string());
+        if e.is_transport() {
+            VmError::Http {
+                method,
+                path,
+                target,
+                source: Box::new(e),
+            }
+        } else {
+            VmError::HttpResponse {
+                method,
+                path,
+                target,
+                source: Box::new(e),
+            }
+        }
     };
-    let bad = |reason: String| VmError::HttpResponse {
-        method: req.method.clone(),
-        path: req.path.clone(),
-        target: target.to_string(),
-        reason,
-    };
-    let addrs: Vec<_> = hostport.to_socket_addrs().map_err(io_err)?.collect();
+    let io_err = |e: io::Error| fail(HttpError::Io(e));
     let mut last = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
     let mut stream = None;
-    for a in addrs {
+    for a in hostport.to_socket_addrs().map_err(io_err)? {
         match TcpStream::connect_timeout(&a, timeout) {
             Ok(s) => {
                 stream = Some(s);
@@ -146,123 +155,32 @@ pub fn http_request(
             Err(e) => last = e,
         }
     }
-    let mut s = stream.ok_or_else(|| io_err(last))?;
+    let s = stream.ok_or_else(|| io_err(last))?;
     s.set_read_timeout(Some(timeout)).map_err(io_err)?;
     s.set_write_timeout(Some(timeout)).map_err(io_err)?;
 
-    let mut head = format!(
-        "{} {} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nUser-Agent: krazy\r\n",
-        req.method, req.path
-    );
+    let mut r = Request::new(req.method.as_str(), req.path.as_str())
+        .header("Host", hostport)
+        .header("Connection", "close")
+        .header("User-Agent", "krazy");
     if let Some((u, p)) = &req.basic_auth {
-        head.push_str("Authorization: Basic ");
-        head.push_str(&base64(format!("{u}:{p}").as_bytes()));
-        head.push_str("\r\n");
+        r = r.basic_auth(u, p);
     }
     for (n, v) in &req.headers {
-        head.push_str(&format!("{n}: {v}\r\n"));
+        r = r.header(n.as_str(), v.as_str());
     }
-    if !req.body.is_empty() || req.method != "GET" {
-        head.push_str(&format!("Content-Length: {}\r\n", req.body.len()));
-    }
-    head.push_str("\r\n");
-    let mut out = head.into_bytes();
-    out.extend_from_slice(&req.body);
-    s.write_all(&out).map_err(io_err)?;
-
-    let mut r = BufReader::new(s);
-    // Status line and headers.
-    let mut head_len = 0usize;
-    let mut read_head_line = |r: &mut BufReader<TcpStream>| -> Result<String, VmError> {
-        let mut line = Vec::new();
-        let n = r
-            .by_ref()
-            .take((HTTP_MAX_HEAD - head_len) as u64)
-            .read_until(b'\n', &mut line)
-            .map_err(io_err)?;
-        head_len += n;
-        if n == 0 || !line.ends_with(b"\n") {
-            return Err(io_err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the connection ended inside the response head",
-            )));
-        }
-        Ok(String::from_utf8_lossy(&line).trim_end().to_string())
+    let body = (!req.body.is_empty() || req.method != "GET").then_some(req.body.as_slice());
+    let limits = Limits {
+        max_head: HTTP_MAX_HEAD,
+        ..Limits::default()
     };
-    let status_line = read_head_line(&mut r)?;
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    let status = parts
-        .next()
-        .and_then(|s| s.parse::<u16>().ok())
-        .filter(|_| version.starts_with("HTTP/1."))
-        .ok_or_else(|| bad(format!("status line {status_line:?}")))?;
-    let mut headers = Vec::new();
-    loop {
-        let line = read_head_line(&mut r)?;
-        if line.is_empty() {
-            break;
-        }
-        let (n, v) = line
-            .split_once(':')
-            .ok_or_else(|| bad(format!("header line {line:?}")))?;
-        headers.push((n.trim().to_string(), v.trim().to_string()));
-    }
-    let resp_header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    };
-    let chunked = resp_header("Transfer-Encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-    let length = resp_header("Content-Length")
-        .map(|v| {
-            v.parse::<usize>()
-                .map_err(|_| bad(format!("Content-Length {v:?}")))
-        })
-        .transpose()?;
-    let mut body = Vec::new();
-    if status == 204 || status == 304 || (100..200).contains(&status) {
-        // No body.
-    } else if chunked {
-        loop {
-            let mut size_line = String::new();
-            r.read_line(&mut size_line).map_err(io_err)?;
-            let hex = size_line.trim().split(';').next().unwrap_or_default();
-            let size = usize::from_str_radix(hex, 16)
-                .map_err(|_| bad(format!("chunk size {:?}", size_line.trim())))?;
-            if size == 0 {
-                break; // Trailers, if any, are not needed.
-            }
-            if body.len() + size > HTTP_MAX_BODY {
-                return Err(bad(format!("body larger than {HTTP_MAX_BODY} bytes")));
-            }
-            let start = body.len();
-            body.resize(start + size, 0);
-            r.read_exact(&mut body[start..]).map_err(io_err)?;
-            let mut crlf = [0u8; 2];
-            r.read_exact(&mut crlf).map_err(io_err)?;
-        }
-    } else if let Some(len) = length {
-        if len > HTTP_MAX_BODY {
-            return Err(bad(format!("body larger than {HTTP_MAX_BODY} bytes")));
-        }
-        body.resize(len, 0);
-        r.read_exact(&mut body).map_err(io_err)?;
-    } else {
-        r.by_ref()
-            .take(HTTP_MAX_BODY as u64 + 1)
-            .read_to_end(&mut body)
-            .map_err(io_err)?;
-        if body.len() > HTTP_MAX_BODY {
-            return Err(bad(format!("body larger than {HTTP_MAX_BODY} bytes")));
-        }
-    }
-    let _ = r.get_ref().shutdown(Shutdown::Both);
+    let mut resp = exchange(&s, &r, body, &limits).map_err(fail)?;
+    let body = resp.read_to_vec(HTTP_MAX_BODY).map_err(fail)?;
+    // The answer is whole; the peer's close is not waited for.
+    let _ = s.shutdown(Shutdown::Both);
     Ok(HttpResponse {
-        status,
-        headers,
+        status: resp.status(),
+        headers: resp.head.headers,
         body,
     })
 }
@@ -291,7 +209,7 @@ pub fn wait_http(
             .max(Duration::from_millis(100));
         let last_error = match http_request(target, &req, attempt) {
             Ok(resp) => return Ok(resp),
-            Err(e) => e.to_string(),
+            Err(e) => chain(&e),
         };
         if start.elapsed() >= timeout {
             return Err(VmError::HttpTimeout {
@@ -305,43 +223,21 @@ pub fn wait_http(
     }
 }
 
-/// Standard base64 with padding (for the Basic `Authorization` header).
-fn base64(data: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
-            if i <= c.len() {
-                out.push(char::from(ABC[((n >> shift) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
+/// `e` and its causes, `: `-separated, as a `{:#}` printer shows them.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
     }
-    out
+    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-            ("krazy:pa ss", "a3Jhenk6cGEgc3M="),
-        ] {
-            assert_eq!(base64(i.as_bytes()), o, "{i:?}");
-        }
-    }
 
     #[test]
     fn targets_parse() {

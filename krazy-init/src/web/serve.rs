@@ -295,15 +295,16 @@ pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, We
     };
     let cert_pem = read(cert)?;
     let key_pem = read(key)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&cert_pem)
         .filter_map(Result::ok)
         .collect();
     if certs.is_empty() {
         return Err(WebError::TlsEmpty(cert.to_owned()));
     }
-    let key_der = rustls_pemfile::private_key(&mut key_pem.as_slice())
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
         .ok()
-        .flatten()
         .ok_or_else(|| WebError::TlsEmpty(key.to_owned()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ServerConfig::builder_with_provider(provider)
