@@ -38,3 +38,8 @@ pub fn init_logging(verbose: bool) {
         .with_ansi(false)
         .try_init();
 }
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
