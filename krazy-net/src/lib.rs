@@ -24,6 +24,8 @@ pub mod notify;
 pub mod ntp;
 
 /// Sets up `tracing` output on stderr for the binaries (`-v` for debug).
+/// Only with the `bin` feature (tracing-subscriber is the binaries' dependency).
+#[cfg(feature = "bin")]
 pub fn init_logging(verbose: bool) {
     let level = if verbose {
         tracing::Level::DEBUG
@@ -36,3 +38,8 @@ pub fn init_logging(verbose: bool) {
         .with_ansi(false)
         .try_init();
 }
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

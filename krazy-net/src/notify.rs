@@ -1,7 +1,8 @@
-//! Telling krazy-init about network and clock changes: a tiny HTTP/1.1 client
-//! over init's Unix socket (never a signal to PID 1, which on a host is systemd).
+//! Telling krazy-init about network and clock changes: a JSON POST over
+//! init's Unix socket (never a signal to PID 1, which on a host is systemd),
+//! written and answered through the workspace's one HTTP client, krazy-http.
 
-use std::io::{Read, Write};
+use krazy_http::{exchange, HttpError, Limits, Request};
 use std::net::Ipv4Addr;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -10,19 +11,30 @@ use std::time::Duration;
 /// The socket krazy-init listens on.
 pub const DEFAULT_SOCKET: &str = "/run/krazy/http.sock";
 
+/// How long connecting aside, one write or one read may take.
+const TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Why a notification did not arrive.
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
-    /// Connecting, writing or reading failed.
-    #[error("talking to init at {path} failed: {source}")]
-    Io {
+    /// Connecting to the socket or setting its timeouts failed.
+    #[error("cannot connect to init at {}: {error}", path.display())]
+    Connect {
         /// The socket path.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        error: std::io::Error,
+    },
+    /// Sending the request or reading the answer's head failed.
+    #[error("talking to init at {} failed: {error}", path.display())]
+    Http {
+        /// The socket path.
+        path: PathBuf,
+        /// The cause.
+        error: HttpError,
     },
     /// Init answered with something other than 2xx.
-    #[error("init at {path} answered {status:?}")]
+    #[error("init at {} answered {status:?}", path.display())]
     Status {
         /// The socket path.
         path: PathBuf,
@@ -39,44 +51,36 @@ pub fn resolve_socket(flag: Option<&Path>) -> Option<PathBuf> {
     }
 }
 
-/// Builds the request bytes of a JSON POST.
-pub fn request_bytes(path: &str, body: &str) -> Vec<u8> {
-    format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+/// The request head of a JSON POST to `path` (the body's `Content-Length`
+/// is added when it is sent).
+pub fn request(path: &str) -> Request {
+    Request::post(path)
+        .header("Host", "localhost")
+        .header("Content-Type", "application/json")
+        .header("Connection", "close")
 }
 
 /// POSTs `body` to `path` over the Unix socket and checks for a 2xx answer.
 pub fn post(socket: &Path, path: &str, body: &str) -> Result<(), NotifyError> {
-    let io = |source| NotifyError::Io {
+    let connect = |error| NotifyError::Connect {
         path: socket.to_path_buf(),
-        source,
+        error,
     };
-    let mut s = UnixStream::connect(socket).map_err(io)?;
-    s.set_read_timeout(Some(Duration::from_secs(3)))
-        .map_err(io)?;
-    s.set_write_timeout(Some(Duration::from_secs(3)))
-        .map_err(io)?;
-    s.write_all(&request_bytes(path, body)).map_err(io)?;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 512];
-    while !head.contains(&b'\n') && head.len() < 4096 {
-        let n = s.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(buf.get(..n).unwrap_or(&[]));
-    }
-    let line = String::from_utf8_lossy(&head);
-    let status = line.lines().next().unwrap_or("").to_string();
-    if status.split(' ').nth(1).is_some_and(|c| c.starts_with('2')) {
+    let s = UnixStream::connect(socket).map_err(connect)?;
+    s.set_read_timeout(Some(TIMEOUT)).map_err(connect)?;
+    s.set_write_timeout(Some(TIMEOUT)).map_err(connect)?;
+    let answer = exchange(s, &request(path), Some(body.as_bytes()), &Limits::default()).map_err(
+        |error| NotifyError::Http {
+            path: socket.to_path_buf(),
+            error,
+        },
+    )?;
+    if answer.head.is_success() {
         Ok(())
     } else {
         Err(NotifyError::Status {
             path: socket.to_path_buf(),
-            status,
+            status: answer.head.status_line(),
         })
     }
 }
@@ -119,6 +123,7 @@ fn send(socket: Option<&Path>, path: &str, body: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
     use std::os::unix::net::UnixListener;
 
     #[test]
@@ -152,5 +157,48 @@ mod tests {
         assert_eq!(v["addresses"][0]["address"], "10.0.2.15");
         assert_eq!(v["addresses"][0]["prefix"], 24);
         assert!(post(&dir.path().join("missing"), "/x", "{}").is_err());
+    }
+
+    /// Serves one connection: reads the request head, answers `answer`.
+    fn answer_once(sock: &Path, answer: &'static [u8]) -> std::thread::JoinHandle<()> {
+        let l = UnixListener::bind(sock).unwrap();
+        std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = c.read(&mut buf).unwrap();
+                assert!(n > 0, "the client closed before its request head ended");
+                req.extend_from_slice(&buf[..n]);
+            }
+            c.write_all(answer).unwrap();
+        })
+    }
+
+    #[test]
+    fn a_refusal_and_a_silent_close_are_errors_that_say_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("refuses.sock");
+        let t = answer_once(
+            &sock,
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 3\r\n\r\nno\n",
+        );
+        let e = post(&sock, "/api/v1/notify/clock", "{}").unwrap_err();
+        t.join().unwrap();
+        assert!(
+            matches!(&e, NotifyError::Status { status, .. } if status == "HTTP/1.1 400 Bad Request"),
+            "{e:?}"
+        );
+        let sock = dir.path().join("closes.sock");
+        let t = answer_once(&sock, b"");
+        let e = post(&sock, "/api/v1/notify/clock", "{}").unwrap_err();
+        t.join().unwrap();
+        assert!(
+            matches!(&e, NotifyError::Http { error, .. } if error.is_transport()),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("closes.sock"), "{e}");
+        let e = post(&dir.path().join("missing"), "/x", "{}").unwrap_err();
+        assert!(matches!(e, NotifyError::Connect { .. }), "{e:?}");
     }
 }

@@ -170,7 +170,8 @@ impl Lease {
         let def_t2 = if infinite {
             u32::MAX
         } else {
-            (u64::from(lease_secs) * 7 / 8) as u32
+            // 7/8 of a u32 is below it: the fallback is never taken.
+            u32::try_from(u64::from(lease_secs) * 7 / 8).unwrap_or(lease_secs)
         };
         let t2 = num(opt::T2)
             .filter(|t| *t > 0)

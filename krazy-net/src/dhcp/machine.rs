@@ -133,6 +133,12 @@ impl Rng {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
+
+    /// The low 32 bits of [`Rng::next`].
+    fn next_u32(&mut self) -> u32 {
+        let [a, b, c, d, ..] = self.next().to_le_bytes();
+        u32::from_le_bytes([a, b, c, d])
+    }
 }
 
 /// The DHCPv4 client state machine.
@@ -162,7 +168,7 @@ impl Client {
     /// A client starting in INIT; the first [`poll`](Self::poll) sends a DISCOVER.
     pub fn new(cfg: Config) -> Self {
         let mut rng = Rng(cfg.seed);
-        let xid = rng.next() as u32;
+        let xid = rng.next_u32();
         Self {
             cfg,
             state: State::Init,
@@ -214,16 +220,21 @@ impl Client {
             .saturating_mul(1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX))
             .min(self.cfg.max_timeout);
         let j = self.cfg.jitter.min(base / 4);
-        let span = j.as_millis() as u64 * 2;
+        // Saturating: the jitter is configuration, and an absurd one must
+        // not overflow.
+        let span = u64::try_from(j.as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_mul(2);
         if span == 0 {
             return base;
         }
-        let r = self.rng.next() % (span + 1);
-        (base + Duration::from_millis(r)).saturating_sub(j)
+        let r = self.rng.next() % span.saturating_add(1);
+        base.saturating_add(Duration::from_millis(r))
+            .saturating_sub(j)
     }
 
     fn new_xid(&mut self) {
-        self.xid = self.rng.next() as u32;
+        self.xid = self.rng.next_u32();
     }
 
     fn base(&self, t: MessageType, now: Duration) -> Message {

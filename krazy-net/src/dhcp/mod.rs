@@ -1,4 +1,13 @@
 //! DHCPv4: the wire codec, lease validation and the sans-IO client machine.
+//!
+//! Casts are decisions here (these modules read bytes from the network):
+//! a value from the wire is converted with `try_from` and a typed error, a
+//! widening with `From`.
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
 
 pub mod lease;
 pub mod machine;

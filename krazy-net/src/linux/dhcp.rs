@@ -4,9 +4,14 @@ use super::netlink::{Netlink, RouteSpec};
 use super::packet_socket::PacketSocket;
 use super::{NetError, SavedLease};
 use crate::dhcp::{Action, Client, Config, Destination, Lease, State};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{self, SigHandler, Signal};
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+use std::ffi::OsString;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -95,62 +100,20 @@ pub fn remove_lease(
 
 /// A UDP socket on port 68 bound to the interface, for unicast renewals.
 fn open_udp(iface: &str) -> Result<UdpSocket, NetError> {
-    // SAFETY: socket(2) with constant arguments; the result is checked.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(NetError::io(
-            "open a UDP socket",
-            iface,
-            io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: fd is freshly created and owned by nothing else.
-    let sock = unsafe { UdpSocket::from_raw_fd(fd) };
-    let one: libc::c_int = 1;
-    let name = iface.as_bytes();
-    // SAFETY: setsockopt with pointers to live values and their exact sizes.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&one as *const libc::c_int).cast(),
-            4,
-        );
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            name.as_ptr().cast(),
-            name.len() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(NetError::io(
-            "bind a UDP socket to the interface",
-            iface,
-            io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: all-zero is a valid sockaddr_in; fields set below.
-    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    sa.sin_family = libc::AF_INET as libc::sa_family_t;
-    sa.sin_port = 68u16.to_be();
-    // SAFETY: sa is a live sockaddr_in and the length is its size.
-    let r = unsafe {
-        libc::bind(
-            fd,
-            (&sa as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(NetError::io(
-            "bind UDP port 68",
-            iface,
-            io::Error::last_os_error(),
-        ));
-    }
+    let err = |what| move |e: Errno| NetError::io(what, iface, e.into());
+    let fd = socket::socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(err("open a UDP socket"))?;
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(err("allow reusing UDP port 68"))?;
+    socket::setsockopt(&fd, sockopt::BindToDevice, &OsString::from(iface))
+        .map_err(err("bind a UDP socket to the interface"))?;
+    socket::bind(fd.as_raw_fd(), &SockaddrIn::new(0, 0, 0, 0, 68))
+        .map_err(err("bind UDP port 68"))?;
+    let sock = UdpSocket::from(fd);
     sock.set_nonblocking(true)
         .map_err(|e| NetError::io("make the UDP socket non-blocking", iface, e))?;
     Ok(sock)
@@ -263,26 +226,17 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<(), NetError> {
             continue;
         }
         let wait = deadline.saturating_sub(now).min(Duration::from_millis(200));
-        let mut fds = vec![libc::pollfd {
-            fd: raw.raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        let mut fds = vec![PollFd::new(raw.as_fd(), PollFlags::POLLIN)];
         if let Some(u) = &udp {
-            fds.push(libc::pollfd {
-                fd: u.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
+            fds.push(PollFd::new(u.as_fd(), PollFlags::POLLIN));
         }
-        // SAFETY: fds is a live array of pollfd of the given length.
-        unsafe {
-            libc::poll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                wait.as_millis() as libc::c_int,
-            )
-        };
+        // At most 200 ms, so it fits.
+        let ms = u16::try_from(wait.as_millis()).unwrap_or(200);
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            // A signal (SIGTERM) is seen at the top of the loop.
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(NetError::io("wait for DHCP packets", iface, e.into())),
+        }
         let now = start.elapsed();
         let mut got = Vec::new();
         while let Some(p) = raw.try_recv(&mut buf) {
@@ -363,13 +317,8 @@ fn after_configure(opts: &Options, lease: &Lease) {
 /// Applies a static configuration once (link up, address, route, resolver, report).
 pub fn apply_static(opts: &Options, lease: &Lease) -> Result<(), NetError> {
     let iface = opts.interface.as_str();
-    let index = super::if_index(iface).ok_or_else(|| {
-        NetError::io(
-            "find the interface",
-            iface,
-            io::Error::from_raw_os_error(libc::ENODEV),
-        )
-    })?;
+    let index = super::if_index(iface)
+        .ok_or_else(|| NetError::io("find the interface", iface, Errno::ENODEV.into()))?;
     let mut nl = Netlink::open()?;
     nl.link_up(index, iface)?;
     apply_lease(&mut nl, index, iface, lease, opts.metric)?;
@@ -381,15 +330,20 @@ pub fn apply_static(opts: &Options, lease: &Lease) -> Result<(), NetError> {
     Ok(())
 }
 
-/// A flag set by SIGTERM and SIGINT, for a graceful RELEASE.
+/// A flag set by SIGTERM and SIGINT, for a graceful RELEASE. A handler
+/// that cannot be installed is logged (the signal then keeps its default
+/// action: the process ends without a RELEASE).
 pub fn stop_on_signals() -> &'static AtomicBool {
     static STOP: AtomicBool = AtomicBool::new(false);
     extern "C" fn on_signal(_: libc::c_int) {
         STOP.store(true, Ordering::Relaxed);
     }
-    for sig in [libc::SIGTERM, libc::SIGINT] {
-        // SAFETY: installing an async-signal-safe handler (one atomic store).
-        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+        // SAFETY: the handler is async-signal-safe (one atomic store) and
+        // nothing else in the process manages these signals' handlers.
+        if let Err(e) = unsafe { signal::signal(sig, SigHandler::Handler(on_signal)) } {
+            warn!("cannot handle {sig}: {e}");
+        }
     }
     &STOP
 }

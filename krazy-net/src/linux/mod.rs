@@ -16,24 +16,24 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     /// A system call or file operation failed.
-    #[error("could not {what} on {iface}: {source}")]
+    #[error("could not {what} on {iface}: {error}")]
     Io {
         /// What was being done.
         what: &'static str,
         /// The interface or path.
         iface: String,
-        /// The cause.
-        source: io::Error,
+        /// The cause (in the message, so not also a `source()`).
+        error: io::Error,
     },
     /// The kernel refused a netlink request.
-    #[error("the kernel refused to {what} on {iface}: {source}")]
+    #[error("the kernel refused to {what} on {iface}: {error}")]
     Netlink {
         /// What was being done.
         what: &'static str,
         /// The interface.
         iface: String,
-        /// The errno.
-        source: io::Error,
+        /// The errno (in the message, so not also a `source()`).
+        error: io::Error,
     },
     /// The interface has no usable hardware address.
     #[error("interface {0} has no Ethernet address")]
@@ -49,21 +49,19 @@ pub enum NetError {
 }
 
 impl NetError {
-    pub(crate) fn io(what: &'static str, iface: &str, source: io::Error) -> Self {
+    pub(crate) fn io(what: &'static str, iface: &str, error: io::Error) -> Self {
         Self::Io {
             what,
             iface: iface.to_string(),
-            source,
+            error,
         }
     }
 }
 
 /// The interface index, or None if it does not exist (yet).
 pub fn if_index(iface: &str) -> Option<u32> {
-    let c = std::ffi::CString::new(iface).ok()?;
-    // SAFETY: c is a valid NUL-terminated string for the duration of the call.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (i != 0).then_some(i)
+    // nix turns the kernel's 0 ("no such interface") into an error.
+    nix::net::if_::if_nametoindex(iface).ok()
 }
 
 /// The interface's Ethernet address from sysfs.

@@ -5,9 +5,14 @@
 //! five request types and one reply type (the ACK).
 
 use super::NetError;
+use nix::errno::Errno;
+use nix::sys::socket::{
+    self, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
+};
+use nix::sys::time::TimeVal;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_NEWADDR: u16 = 20;
@@ -69,39 +74,17 @@ fn attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
 }
 
 impl Netlink {
-    /// Opens a NETLINK_ROUTE socket.
+    /// Opens a NETLINK_ROUTE socket whose reads time out after 2 s.
     pub fn open() -> Result<Self, NetError> {
-        // SAFETY: plain socket(2) call with constant arguments; the result is checked.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(NetError::io(
-                "open a netlink socket",
-                "-",
-                io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: fd is a freshly created, valid descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let tv = libc::timeval {
-            tv_sec: 2,
-            tv_usec: 0,
-        };
-        // SAFETY: setsockopt with a pointer to a live timeval and its exact size.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            );
-        }
+        let fd = socket::socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkRoute,
+        )
+        .map_err(|e| NetError::io("open a netlink socket", "-", e.into()))?;
+        socket::setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(2, 0))
+            .map_err(|e| NetError::io("set the netlink socket's receive timeout", "-", e.into()))?;
         Ok(Self { fd, seq: 1 })
     }
 
@@ -123,32 +106,18 @@ impl Netlink {
         msg.extend_from_slice(&seq.to_ne_bytes());
         msg.extend_from_slice(&0u32.to_ne_bytes());
         msg.extend_from_slice(payload);
-        // SAFETY: an all-zero sockaddr_nl is valid; we set the family (pid 0 = the kernel).
-        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: msg and sa are live for the call and the lengths are theirs.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                msg.as_ptr().cast(),
-                msg.len(),
-                0,
-                (&sa as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if n < 0 {
-            return Err(NetError::io(what, iface, io::Error::last_os_error()));
-        }
+        // pid 0: the kernel.
+        let kernel = NetlinkAddr::new(0, 0);
+        socket::sendto(self.fd.as_raw_fd(), &msg, &kernel, MsgFlags::empty())
+            .map_err(|e| NetError::io(what, iface, e.into()))?;
         let mut buf = [0u8; 8192];
         loop {
-            // SAFETY: buf is a live, writable buffer of the given length.
-            let n =
-                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                return Err(NetError::io(what, iface, io::Error::last_os_error()));
-            }
-            let mut data = buf.get(..n as usize).unwrap_or(&[]);
+            let n = match socket::recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(NetError::io(what, iface, e.into())),
+            };
+            let mut data = buf.get(..n).unwrap_or(&[]);
             while data.len() >= 16 {
                 let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
                 let typ = u16::from_ne_bytes([data[4], data[5]]);
@@ -164,7 +133,7 @@ impl Netlink {
                         Err(NetError::Netlink {
                             what,
                             iface: iface.to_string(),
-                            source: io::Error::from_raw_os_error(-err),
+                            error: io::Error::from_raw_os_error(-err),
                         })
                     };
                 }

@@ -3,6 +3,8 @@
 
 use super::{NetError, SavedLease};
 use crate::ntp::{NtpAction, Poller, Sample, STEP_THRESHOLD};
+use nix::sys::time::TimeSpec;
+use nix::time::{clock_settime, ClockId};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -49,14 +51,7 @@ pub fn load_time(dir: &Path) -> Option<Duration> {
 
 /// Sets CLOCK_REALTIME to `unix`.
 pub fn set_clock(unix: Duration) -> io::Result<()> {
-    let ts = libc::timespec {
-        tv_sec: unix.as_secs() as _,
-        tv_nsec: unix.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: ts is a live, initialised timespec.
-    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    clock_settime(ClockId::CLOCK_REALTIME, TimeSpec::from_duration(unix))?;
     Ok(())
 }
 
@@ -72,6 +67,7 @@ pub fn correct(offset_ns: i64) -> io::Result<&'static str> {
             tv_sec: (offset_ns.div_euclid(1_000_000_000)) as _,
             tv_usec: (offset_ns.rem_euclid(1_000_000_000) / 1000) as _,
         };
+        // adjtime(3) is not in nix: libc it is.
         // SAFETY: tv is a live timeval; the old-delta pointer may be null.
         if unsafe { libc::adjtime(&tv, std::ptr::null_mut()) } != 0 {
             return Err(io::Error::last_os_error());

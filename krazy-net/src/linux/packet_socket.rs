@@ -2,15 +2,20 @@
 //! the Ethernet/IPv4/UDP framing that goes with it.
 
 use super::NetError;
+use nix::errno::Errno;
+use nix::sys::socket::{
+    self, AddressFamily, LinkAddr, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrLike,
+};
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 const ETH_P_IP: u16 = 0x0800;
+const FILTER_LEN: u16 = 11;
 
 /// Classic BPF: accept unfragmented IPv4/UDP frames to port 68, drop the rest,
 /// so the socket does not wake up for every packet on the link.
-const FILTER: [(u16, u8, u8, u32); 11] = [
+const FILTER: [(u16, u8, u8, u32); FILTER_LEN as usize] = [
     (0x28, 0, 0, 12),       // ldh [12]        ethertype
     (0x15, 0, 8, 0x0800),   // jeq IPv4 else drop
     (0x30, 0, 0, 23),       // ldb [23]        IP protocol
@@ -127,72 +132,18 @@ pub fn parse_frame(frame: &[u8]) -> Option<(&[u8], Ipv4Addr)> {
 impl PacketSocket {
     /// Opens a raw socket on interface `index` with hardware address `mac`.
     pub fn open(iface: &str, index: u32, mac: [u8; 6]) -> Result<Self, NetError> {
-        let proto = ETH_P_IP.to_be() as libc::c_int;
-        // SAFETY: socket(2) with constant arguments; the result is checked.
-        let fd =
-            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
-        if fd < 0 {
-            return Err(NetError::io(
-                "open a raw packet socket",
-                iface,
-                io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: fd is freshly created and owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let insns: Vec<libc::sock_filter> = FILTER
-            .iter()
-            .map(|&(code, jt, jf, k)| libc::sock_filter { code, jt, jf, k })
-            .collect();
-        let prog = libc::sock_fprog {
-            len: insns.len() as u16,
-            filter: insns.as_ptr().cast_mut(),
-        };
-        // SAFETY: prog points at insns, which outlives the call; the kernel copies it.
-        let r = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ATTACH_FILTER,
-                (&prog as *const libc::sock_fprog).cast(),
-                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(NetError::io(
-                "attach the packet filter",
-                iface,
-                io::Error::last_os_error(),
-            ));
-        }
-        let sa = Self::addr(index, proto as u16, [0; 6]);
-        // SAFETY: sa is a live sockaddr_ll and the length is its size.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sa as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(NetError::io(
-                "bind the raw packet socket",
-                iface,
-                io::Error::last_os_error(),
-            ));
-        }
+        let fd = socket::socket(
+            AddressFamily::Packet,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::EthIp,
+        )
+        .map_err(|e| NetError::io("open a raw packet socket", iface, e.into()))?;
+        attach_filter(&fd).map_err(|e| NetError::io("attach the packet filter", iface, e))?;
+        link_addr(index, [0; 6])
+            .and_then(|sa| socket::bind(fd.as_raw_fd(), &sa))
+            .map_err(|e| NetError::io("bind the raw packet socket", iface, e.into()))?;
         Ok(Self { fd, index, mac })
-    }
-
-    fn addr(index: u32, proto: u16, mac: [u8; 6]) -> libc::sockaddr_ll {
-        // SAFETY: all-zero is a valid sockaddr_ll; fields are set below.
-        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sa.sll_family = libc::AF_PACKET as u16;
-        sa.sll_protocol = proto;
-        sa.sll_ifindex = index as i32;
-        sa.sll_halen = 6;
-        sa.sll_addr[..6].copy_from_slice(&mac);
-        sa
     }
 
     /// The descriptor, for poll(2).
@@ -208,45 +159,69 @@ impl PacketSocket {
         payload: &[u8],
     ) -> Result<(), NetError> {
         let frame = build_frame(self.mac, [0xff; 6], src, Ipv4Addr::BROADCAST, payload);
-        let sa = Self::addr(self.index, ETH_P_IP.to_be(), [0xff; 6]);
-        // SAFETY: frame and sa are live for the call and the lengths are theirs.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&sa as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if n < 0 {
-            return Err(NetError::io(
-                "send a DHCP broadcast",
-                iface,
-                io::Error::last_os_error(),
-            ));
-        }
+        link_addr(self.index, [0xff; 6])
+            .and_then(|sa| socket::sendto(self.fd.as_raw_fd(), &frame, &sa, MsgFlags::empty()))
+            .map_err(|e| NetError::io("send a DHCP broadcast", iface, e.into()))?;
         Ok(())
     }
 
     /// Receives one frame without blocking; returns the DHCP payload if it is one.
     pub fn try_recv(&self, buf: &mut [u8]) -> Option<Vec<u8>> {
-        // SAFETY: buf is a live, writable buffer of the given length.
-        let n = unsafe {
-            libc::recv(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n <= 0 {
-            return None;
-        }
-        let frame = buf.get(..n as usize)?;
+        let n = socket::recv(self.fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT).ok()?;
+        let frame = buf.get(..n).filter(|f| !f.is_empty())?;
         parse_frame(frame).map(|(p, _)| p.to_vec())
     }
+}
+
+impl AsFd for PacketSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Attaches [`FILTER`] (`SO_ATTACH_FILTER`, which nix has no option for).
+fn attach_filter(fd: &OwnedFd) -> io::Result<()> {
+    let insns = FILTER.map(|(code, jt, jf, k)| libc::sock_filter { code, jt, jf, k });
+    let prog = libc::sock_fprog {
+        len: FILTER_LEN,
+        filter: insns.as_ptr().cast_mut(),
+    };
+    let size = libc::socklen_t::try_from(std::mem::size_of::<libc::sock_fprog>())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: prog points at insns (FILTER_LEN instructions), which outlives
+    // the call; the kernel copies the program; size is sock_fprog's.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&prog as *const libc::sock_fprog).cast(),
+            size,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The `sockaddr_ll` of interface `index` for IPv4 frames to or from `mac`
+/// (nix reads these but has no constructor, so it is made with libc).
+fn link_addr(index: u32, mac: [u8; 6]) -> Result<LinkAddr, Errno> {
+    // SAFETY: all-zero is a valid sockaddr_ll; fields are set below.
+    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sa.sll_family =
+        libc::sa_family_t::try_from(libc::AF_PACKET).map_err(|_| Errno::EAFNOSUPPORT)?;
+    sa.sll_protocol = ETH_P_IP.to_be();
+    sa.sll_ifindex = i32::try_from(index).map_err(|_| Errno::ENODEV)?;
+    sa.sll_halen = 6;
+    sa.sll_addr[..6].copy_from_slice(&mac);
+    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_ll>())
+        .map_err(|_| Errno::EINVAL)?;
+    // SAFETY: the pointer is to a live, initialised sockaddr_ll and len is
+    // its exact size; from_raw copies it.
+    unsafe { LinkAddr::from_raw((&sa as *const libc::sockaddr_ll).cast(), Some(len)) }
+        .ok_or(Errno::EAFNOSUPPORT)
 }
 
 #[cfg(test)]
