@@ -38,10 +38,10 @@ const S_IFCHR: u32 = 0o020000;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The tree breaks a rule of the tree or of cpio.
-    #[error("the tree cannot be written as cpio: {0}")]
+    #[error("the tree cannot be written as cpio")]
     Tree(#[from] TreeError),
     /// A file's contents could not be read.
-    #[error("cannot read the contents of {path:?}: {source}")]
+    #[error("cannot read the contents of {path:?}")]
     Read {
         /// The entry's path in the tree.
         path: String,
@@ -68,7 +68,7 @@ pub enum Error {
         value: u64,
     },
     /// Writing the archive failed.
-    #[error("writing the cpio archive failed: {0}")]
+    #[error("writing the cpio archive failed")]
     Write(#[source] io::Error),
 }
 

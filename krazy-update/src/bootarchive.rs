@@ -435,6 +435,36 @@ mod tests {
         DirBootFiles::new(dir)
     }
 
+    /// The wire bytes of a fixed archive, pinned by their SHA-256 as the
+    /// hand-written writer made them before it moved onto krazy-fs's cpio
+    /// writer: the move must not change one byte.
+    #[test]
+    fn archive_bytes_are_pinned() {
+        use sha2::{Digest, Sha256};
+        let mut out = Vec::new();
+        let kernel: Vec<u8> = (0..1234u32).map(|i| (i * 7 % 251) as u8).collect();
+        let len = write_archive(
+            &mut out,
+            &[
+                (BootFile::Vmlinuz, &kernel[..]),
+                (BootFile::Initrd, b"abc"),
+                (BootFile::Entry, b"title krazy\n"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(len, out.len() as u64);
+        assert_eq!(out.len() % 512, 0);
+        let mut w = ArchiveWriter::new(&mut out);
+        w.member("boot", 0o040755, 1_700_000_000, &[]).unwrap();
+        w.member("boot/config.txt", 0o100600, 1_700_000_000, b"x")
+            .unwrap();
+        assert_eq!(w.finish().unwrap(), 512);
+        assert_eq!(
+            hex::encode(Sha256::digest(&out)),
+            "9cb87684246bf0b0b8b20bd1cff61ce85fdf84fa5c9fa7e9097d596c8a74bc59"
+        );
+    }
+
     #[test]
     fn unpacks_into_fixed_capacity_files() {
         let dir = tempfile::tempdir().unwrap();

@@ -209,10 +209,10 @@ pub struct FatSummary {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The tree breaks FAT's name rules or is inconsistent.
-    #[error("the tree cannot be written as FAT: {0}")]
+    #[error("the tree cannot be written as FAT")]
     Tree(#[from] TreeError),
     /// Reading or writing the device (or a host file) failed.
-    #[error("{what} failed: {source}")]
+    #[error("{what} failed")]
     Io {
         /// What was being done.
         what: String,
