@@ -8,6 +8,13 @@
 //! bytes `cpio -o -H newc` writes for these files, apart from inode numbers
 //! and times, which are zero here for reproducibility).
 
+// Casts are decisions: this parses outside bytes.
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use std::io::{self, Read, Write};
 
 use krazy_fs::cpio::{self, NewcWriter, TRAILER};
@@ -424,7 +431,9 @@ mod tests {
     fn archive_bytes_are_pinned() {
         use sha2::{Digest, Sha256};
         let mut out = Vec::new();
-        let kernel: Vec<u8> = (0..1234u32).map(|i| (i * 7 % 251) as u8).collect();
+        let kernel: Vec<u8> = (0..1234u32)
+            .map(|i| u8::try_from(i * 7 % 251).unwrap())
+            .collect();
         let len = write_archive(
             &mut out,
             &[

@@ -5,7 +5,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 
 use super::{guid_at, u32_at, u64_at};
 use crate::guid::Guid;
-use crate::layout::SECTOR;
+use crate::layout::{SECTOR, SECTOR_BYTES};
 use crate::table::GPT_SIGNATURE;
 
 /// The largest partition entry array the reader accepts (1 MiB, 8,192
@@ -287,13 +287,13 @@ fn read_copy<R: Read + Seek>(
     lba: u64,
     disk_sectors: u64,
 ) -> Result<(GptHeader, Vec<GptPartition>), GptError> {
-    let mut h = [0u8; SECTOR as usize];
+    let mut h = [0u8; SECTOR_BYTES];
     read_at(r, lba, &mut h)?;
     if h[0..8] != GPT_SIGNATURE {
         return Err(GptError::BadSignature { lba });
     }
     let header_size = u32_at(&h, 12);
-    if !(92..=SECTOR as u32).contains(&header_size) {
+    if !(92..=SECTOR).contains(&u64::from(header_size)) {
         return Err(GptError::HeaderSizeOutOfRange {
             lba,
             size: header_size,
@@ -362,6 +362,7 @@ fn read_copy<R: Read + Seek>(
         });
     }
     // Bounded by MAX_ENTRY_ARRAY_BYTES and known to lie on the disk.
+    #[allow(clippy::cast_possible_truncation)] // at most 1 MiB (checked above)
     let mut array = vec![0u8; array_bytes as usize];
     read_at(r, start, &mut array)?;
     let computed = crc32fast::hash(&array);
@@ -373,12 +374,11 @@ fn read_copy<R: Read + Seek>(
         });
     }
     let mut parts = Vec::new();
-    for (i, e) in array.chunks_exact(size as usize).enumerate() {
+    for (number, e) in (1u32..).zip(array.chunks_exact(size as usize)) {
         let type_guid = guid_at(e, 0);
         if type_guid.is_nil() {
             continue;
         }
-        let number = i as u32 + 1;
         let (pf, pl) = (u64_at(e, 32), u64_at(e, 40));
         if pf > pl {
             return Err(GptError::PartitionFirstAfterLast {

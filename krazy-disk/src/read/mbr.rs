@@ -3,7 +3,7 @@
 use std::io::{self, Read, Seek, SeekFrom};
 
 use super::u32_at;
-use crate::layout::SECTOR;
+use crate::layout::{SECTOR, SECTOR_BYTES};
 use crate::table::MBR_TYPE_PROTECTIVE;
 
 /// Why LBA 0 is not a usable MBR.
@@ -116,7 +116,7 @@ impl Mbr {
 /// 0xFFFFFFFF sectors is accepted on any disk (the usual protective entry of
 /// a disk larger than 2 TiB, written by some tools on any disk).
 pub fn read_mbr<R: Read + Seek>(r: &mut R, disk_bytes: u64) -> Result<Mbr, MbrError> {
-    let mut m = [0u8; SECTOR as usize];
+    let mut m = [0u8; SECTOR_BYTES];
     r.seek(SeekFrom::Start(0)).map_err(MbrError::Io)?;
     r.read_exact(&mut m).map_err(MbrError::Io)?;
     let sig = u16::from_le_bytes([m[510], m[511]]);
@@ -125,8 +125,7 @@ pub fn read_mbr<R: Read + Seek>(r: &mut R, disk_bytes: u64) -> Result<Mbr, MbrEr
     }
     let disk_sectors = disk_bytes / SECTOR;
     let mut entries = Vec::with_capacity(4);
-    for (i, e) in m[446..510].chunks_exact(16).enumerate() {
-        let index = i as u8 + 1;
+    for (index, e) in (1u8..).zip(m[446..510].chunks_exact(16)) {
         let (status, kind) = (e[0], e[4]);
         if status != 0 && status != 0x80 {
             return Err(MbrError::BadStatus {

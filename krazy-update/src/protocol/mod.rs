@@ -7,6 +7,13 @@
 //! [`SignedManifest::from_json`] and [`SignedManifest::verify`], which bound
 //! their input and never panic.
 
+// Casts are decisions: this parses outside bytes.
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
