@@ -54,3 +54,8 @@ pub use read::{
 };
 pub use sysfs::{find_by_partuuid, partition_device, FindError, FoundPartition};
 pub use table::{PartitionTable, TableEntry, TableError};
+
+/// The README's code blocks, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -33,3 +33,8 @@ pub mod tree;
 
 pub use dev::{BlockDevice, FileDevice, MemDevice};
 pub use tree::{Contents, Entry, FromDirOptions, Kind, NameRules, Tree, TreeError, Validated};
+
+/// The README's code blocks, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -26,13 +26,15 @@ pub enum HeaderCopy {
 /// Why a GPT (or one of its two copies) is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum GptError {
-    /// Reading the disk failed (or the disk ended early).
-    #[error("reading sector {lba} failed")]
+    /// Reading the disk failed (or the disk ended early). The cause is in
+    /// the message, not `source()`: [`GptError::NoValidGpt`] shows both
+    /// copies' errors in its own message.
+    #[error("reading sector {lba} failed: {error}")]
     Io {
         /// The first sector of the failed read.
         lba: u64,
         /// The I/O error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The disk is too small to hold a GPT at all.
     #[error("the disk has {sectors} sectors, too few for a GPT")]
@@ -270,7 +272,7 @@ impl Gpt {
 }
 
 fn read_at<R: Read + Seek>(r: &mut R, lba: u64, buf: &mut [u8]) -> Result<(), GptError> {
-    let io = |source| GptError::Io { lba, source };
+    let io = |error| GptError::Io { lba, error };
     let off = lba.checked_mul(SECTOR).ok_or_else(|| {
         io(io::Error::new(
             io::ErrorKind::InvalidInput,
