@@ -98,7 +98,7 @@ impl std::io::Write for HashWriter<'_> {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(b)
 }
 
 criterion_group!(benches, stream_root);

@@ -187,7 +187,13 @@ impl InstanceId {
     fn digest(&self, tag: &str) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"krazy-disk/v1\0");
-        h.update((self.0.len() as u32).to_le_bytes());
+        // An instance id is short (checked by `new`); a longer one would not
+        // change the digest's input framing of the ids that exist.
+        h.update(
+            u32::try_from(self.0.len())
+                .unwrap_or(u32::MAX)
+                .to_le_bytes(),
+        );
         h.update(self.0.as_bytes());
         h.update(b"\0");
         h.update(tag.as_bytes());

@@ -7,6 +7,8 @@ use crate::guid::Guid;
 
 /// Bytes per logical sector; krazy images always use 512.
 pub const SECTOR: u64 = 512;
+/// [`SECTOR`] as a buffer length.
+pub const SECTOR_BYTES: usize = 512;
 /// Every partition starts on a multiple of this (4 MiB), the first one at it.
 pub const ALIGN: u64 = 4 << 20;
 /// Sectors the GPT needs at the start of the disk (MBR, header, 32 sectors of entries).
@@ -250,27 +252,29 @@ impl Layout {
         };
         check(Role::Perm, opts.min_perm_bytes)?;
         // Sizes are in bytes, so u128 keeps absurd options from overflowing.
-        let align = |x: u128| x.div_ceil(ALIGN as u128) * ALIGN as u128;
+        let align = |x: u128| x.div_ceil(u128::from(ALIGN)) * u128::from(ALIGN);
         let mut partitions = Vec::with_capacity(fixed.len() + 1);
-        let mut next: u128 = ALIGN as u128;
-        for (i, (role, type_guid, bytes)) in fixed.into_iter().enumerate() {
+        let mut next: u128 = u128::from(ALIGN);
+        for (number, (role, type_guid, bytes)) in (1u32..).zip(fixed) {
             check(role, bytes)?;
-            partitions.push((i as u32 + 1, role, type_guid, next, bytes as u128));
-            next = align(next + bytes as u128);
+            partitions.push((number, role, type_guid, next, u128::from(bytes)));
+            next = align(next + u128::from(bytes));
         }
         let tail = GPT_TAIL_SECTORS * SECTOR; // the backup GPT; the last usable LBA is N-34
-        let needed = next + opts.min_perm_bytes as u128 + tail as u128;
-        if (disk_bytes as u128) < needed {
+        let needed = next + u128::from(opts.min_perm_bytes) + u128::from(tail);
+        if u128::from(disk_bytes) < needed {
             return Err(LayoutError::DiskTooSmall {
                 platform,
                 needed: u64::try_from(needed).unwrap_or(u64::MAX),
                 available: disk_bytes,
             });
         }
-        // Everything fits in disk_bytes now, so u64 arithmetic cannot overflow.
+        // Everything fits in disk_bytes now, so u64 arithmetic cannot overflow
+        // and every start and size below fits a u64.
+        let fit = |x: u128| u64::try_from(x).unwrap_or(u64::MAX);
         let disk_sectors = disk_bytes / SECTOR;
         let last_usable = disk_sectors - GPT_TAIL_SECTORS - 1;
-        let perm_first = (next as u64) / SECTOR;
+        let perm_first = fit(next) / SECTOR;
         let mut out: Vec<Partition> = partitions
             .into_iter()
             .map(|(number, role, type_guid, start, bytes)| Partition {
@@ -278,12 +282,13 @@ impl Layout {
                 role,
                 name: role.name(),
                 type_guid,
-                first_lba: start as u64 / SECTOR,
-                sectors: bytes as u64 / SECTOR,
+                first_lba: fit(start) / SECTOR,
+                sectors: fit(bytes) / SECTOR,
             })
             .collect();
+        let perm_number = (1u32..).nth(out.len()).unwrap_or(u32::MAX);
         out.push(Partition {
-            number: out.len() as u32 + 1,
+            number: perm_number,
             role: Role::Perm,
             name: Role::Perm.name(),
             type_guid: TYPE_LINUX_DATA,

@@ -30,6 +30,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
+// Casts are decisions: these parse outside bytes, so a narrowing cast says
+// why it cannot lose bits (or becomes a `try_from` with a typed error).
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
 
 pub mod guid;
 pub mod layout;
@@ -47,3 +54,8 @@ pub use read::{
 };
 pub use sysfs::{find_by_partuuid, partition_device, FindError, FoundPartition};
 pub use table::{PartitionTable, TableEntry, TableError};
+
+/// The README's code blocks, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

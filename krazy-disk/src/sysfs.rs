@@ -13,7 +13,7 @@ use crate::read::{read_gpt, GptPartition};
 #[derive(Debug, thiserror::Error)]
 pub enum FindError {
     /// Listing the sysfs block directory failed.
-    #[error("listing {path} failed: {source}")]
+    #[error("listing {path} failed")]
     ListSysBlock {
         /// The directory (normally `/sys/block`).
         path: PathBuf,

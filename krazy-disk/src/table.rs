@@ -4,7 +4,7 @@
 use std::io::{self, Seek, SeekFrom, Write};
 
 use crate::guid::{Guid, InstanceId};
-use crate::layout::{Layout, Partition, Platform, Role, GPT_TAIL_SECTORS, SECTOR};
+use crate::layout::{Layout, Partition, Platform, Role, GPT_TAIL_SECTORS, SECTOR, SECTOR_BYTES};
 
 /// Number of entries in the partition entry array krazy writes.
 pub const ENTRY_COUNT: u32 = 128;
@@ -139,7 +139,7 @@ impl PartitionTable {
     pub fn head_bytes(&self) -> Vec<u8> {
         let entries = self.entry_array();
         let crc = crc32fast::hash(&entries);
-        let mut out = Vec::with_capacity(((2 + ENTRY_ARRAY_SECTORS) * SECTOR) as usize);
+        let mut out = Vec::with_capacity(2 * SECTOR_BYTES + ENTRY_ARRAY_BYTES);
         out.extend_from_slice(&self.mbr());
         out.extend_from_slice(&self.header(1, self.disk_sectors - 1, 2, crc));
         out.extend_from_slice(&entries);
@@ -152,7 +152,7 @@ impl PartitionTable {
         let entries = self.entry_array();
         let crc = crc32fast::hash(&entries);
         let last = self.disk_sectors - 1;
-        let mut out = Vec::with_capacity((GPT_TAIL_SECTORS * SECTOR) as usize);
+        let mut out = Vec::with_capacity(ENTRY_ARRAY_BYTES + SECTOR_BYTES);
         out.extend_from_slice(&entries);
         out.extend_from_slice(&self.header(last, 1, last - ENTRY_ARRAY_SECTORS, crc));
         out
@@ -200,7 +200,7 @@ impl PartitionTable {
         entries_lba: u64,
         entries_crc: u32,
     ) -> Vec<u8> {
-        let mut h = vec![0u8; SECTOR as usize];
+        let mut h = vec![0u8; SECTOR_BYTES];
         h[0..8].copy_from_slice(&GPT_SIGNATURE);
         h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
         h[12..16].copy_from_slice(&HEADER_SIZE.to_le_bytes());
@@ -273,8 +273,9 @@ fn mbr_entry(active: bool, kind: u8, first: u64, sectors: u64) -> [u8; 16] {
     e[1..4].copy_from_slice(&chs(first));
     e[4] = kind;
     e[5..8].copy_from_slice(&chs((first + sectors).saturating_sub(1)));
-    e[8..12].copy_from_slice(&(first as u32).to_le_bytes());
-    e[12..16].copy_from_slice(&(sectors as u32).to_le_bytes());
+    let fit = |x: u64| u32::try_from(x).unwrap_or(u32::MAX);
+    e[8..12].copy_from_slice(&fit(first).to_le_bytes());
+    e[12..16].copy_from_slice(&fit(sectors).to_le_bytes());
     e
 }
 
@@ -287,10 +288,12 @@ fn chs(lba: u64) -> [u8; 3] {
     }
     let head = (lba / 63) % 255;
     let sector = lba % 63 + 1;
+    // head < 255, sector <= 63 and cyl <= 1023: each part fits its byte.
+    let byte = |x: u64| u8::try_from(x).unwrap_or(u8::MAX);
     [
-        head as u8,
-        (sector as u8) | (((cyl >> 2) & 0xC0) as u8),
-        (cyl & 0xFF) as u8,
+        byte(head),
+        byte(sector) | byte((cyl >> 2) & 0xC0),
+        byte(cyl & 0xFF),
     ]
 }
 

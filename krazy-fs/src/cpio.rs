@@ -38,10 +38,10 @@ const S_IFCHR: u32 = 0o020000;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The tree breaks a rule of the tree or of cpio.
-    #[error("the tree cannot be written as cpio: {0}")]
+    #[error("the tree cannot be written as cpio")]
     Tree(#[from] TreeError),
     /// A file's contents could not be read.
-    #[error("cannot read the contents of {path:?}: {source}")]
+    #[error("cannot read the contents of {path:?}")]
     Read {
         /// The entry's path in the tree.
         path: String,
@@ -68,7 +68,7 @@ pub enum Error {
         value: u64,
     },
     /// Writing the archive failed.
-    #[error("writing the cpio archive failed: {0}")]
+    #[error("writing the cpio archive failed")]
     Write(#[source] io::Error),
 }
 
@@ -108,84 +108,174 @@ pub fn write<W: Write>(out: W, tree: &Tree, opts: &CpioOptions) -> Result<CpioSu
             .mtime(0)
             .operating_system(255)
             .write(out, flate2::Compression::new(opts.level.min(9)));
-        let mut w = Counter { inner: gz, len: 0 };
+        let mut w = NewcWriter::new(gz);
         let entries = write_entries(&mut w, &v)?;
-        w.inner.finish().map_err(Error::Write)?;
+        let archive_len = w.len();
+        w.into_inner().finish().map_err(Error::Write)?;
         Ok(CpioSummary {
             entries,
-            archive_len: w.len,
+            archive_len,
         })
     } else {
-        let mut w = Counter { inner: out, len: 0 };
+        let mut w = NewcWriter::new(out);
         let entries = write_entries(&mut w, &v)?;
-        w.inner.flush().map_err(Error::Write)?;
+        let archive_len = w.len();
+        w.into_inner().flush().map_err(Error::Write)?;
         Ok(CpioSummary {
             entries,
-            archive_len: w.len,
+            archive_len,
         })
     }
 }
 
-struct Counter<W> {
+/// One newc member's header fields, but its size (which
+/// [`NewcWriter::member`] takes from the data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member<'a> {
+    /// Its path in the archive (no leading `/`).
+    pub name: &'a str,
+    /// Inode number.
+    pub ino: u32,
+    /// Type and permission bits (`0o100644` for a regular file).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Link count.
+    pub nlink: u32,
+    /// Modification time, seconds since the epoch.
+    pub mtime: u32,
+    /// Device number (major, minor) of a device node.
+    pub rdev: (u32, u32),
+}
+
+impl<'a> Member<'a> {
+    /// A member `name` with `mode`, link count 1 and every other field 0.
+    pub fn new(name: &'a str, mode: u32) -> Self {
+        Member {
+            name,
+            ino: 0,
+            mode,
+            uid: 0,
+            gid: 0,
+            nlink: 1,
+            mtime: 0,
+            rdev: (0, 0),
+        }
+    }
+}
+
+/// The name of the member that ends every newc archive.
+pub const TRAILER: &str = "TRAILER!!!";
+
+/// Writes a newc archive member by member: the one place that lays out
+/// newc headers and padding, under [`write`] and for callers that stream
+/// their own members (krazy-update's boot archive).
+///
+/// ```
+/// use krazy_fs::cpio::{Member, NewcWriter};
+/// let mut w = NewcWriter::new(Vec::new());
+/// w.member(&Member { mtime: 7, ..Member::new("hello", 0o100644) }, b"hi\n").unwrap();
+/// w.trailer().unwrap();
+/// let out = w.into_inner();
+/// assert!(out.starts_with(b"070701"));
+/// assert_eq!(out.len() % 4, 0);
+/// ```
+#[derive(Debug)]
+pub struct NewcWriter<W> {
     inner: W,
     len: u64,
 }
 
-impl<W: Write> Counter<W> {
-    fn put(&mut self, b: &[u8]) -> Result<(), Error> {
-        self.inner.write_all(b).map_err(Error::Write)?;
+impl<W: Write> NewcWriter<W> {
+    /// A writer into `out`.
+    pub fn new(out: W) -> Self {
+        NewcWriter { inner: out, len: 0 }
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing has been written yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The writer written into.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+
+    fn put(&mut self, b: &[u8]) -> io::Result<()> {
+        self.inner.write_all(b)?;
         self.len += b.len() as u64;
         Ok(())
     }
 
-    fn pad(&mut self) -> Result<(), Error> {
-        let n = (4 - (self.len % 4) as usize) % 4;
+    /// Writes zeros up to the next multiple of 4 bytes.
+    pub fn pad(&mut self) -> io::Result<()> {
+        let n = match self.len % 4 {
+            0 => 0,
+            1 => 3,
+            2 => 2,
+            _ => 1,
+        };
         self.put(&[0; 3][..n])
     }
-}
 
-/// One header's fields.
-struct Header<'a> {
-    name: &'a str,
-    ino: u32,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    nlink: u32,
-    mtime: u32,
-    size: u32,
-    rdev: (u32, u32),
-}
-
-fn put_header<W: Write>(w: &mut Counter<W>, h: &Header<'_>) -> Result<(), Error> {
-    let fields = [
-        h.ino,
-        h.mode,
-        h.uid,
-        h.gid,
-        h.nlink,
-        h.mtime,
-        h.size,
-        0, // devmajor
-        0, // devminor
-        h.rdev.0,
-        h.rdev.1,
-        h.name.len() as u32 + 1,
-        0, // check
-    ];
-    let mut s = String::with_capacity(110 + h.name.len() + 4);
-    s.push_str("070701");
-    for f in fields {
-        s.push_str(&format!("{f:08x}"));
+    /// Writes the header of a member whose data is `size` bytes, and its
+    /// name; the caller writes the data with [`data`](Self::data) and then
+    /// calls [`pad`](Self::pad).
+    pub fn header(&mut self, m: &Member<'_>, size: u32) -> io::Result<()> {
+        let namesize = u32::try_from(m.name.len() + 1).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "cpio member name too long")
+        })?;
+        let fields = [
+            m.ino, m.mode, m.uid, m.gid, m.nlink, m.mtime, size, 0, // devmajor
+            0, // devminor
+            m.rdev.0, m.rdev.1, namesize, 0, // check
+        ];
+        let mut s = String::with_capacity(110 + m.name.len() + 4);
+        s.push_str("070701");
+        for f in fields {
+            s.push_str(&format!("{f:08x}"));
+        }
+        s.push_str(m.name);
+        s.push('\0');
+        self.put(s.as_bytes())?;
+        self.pad()
     }
-    s.push_str(h.name);
-    s.push('\0');
-    w.put(s.as_bytes())?;
-    w.pad()
+
+    /// Writes (part of) a member's data.
+    pub fn data(&mut self, b: &[u8]) -> io::Result<()> {
+        self.put(b)
+    }
+
+    /// Writes a whole member: header, name, `data` and padding. Data longer
+    /// than newc's 32-bit size field is refused (`InvalidInput`).
+    pub fn member(&mut self, m: &Member<'_>, data: &[u8]) -> io::Result<()> {
+        let size = u32::try_from(data.len()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: too large for a cpio newc member", m.name),
+            )
+        })?;
+        self.header(m, size)?;
+        self.put(data)?;
+        self.pad()
+    }
+
+    /// Writes the trailer member ([`TRAILER`]).
+    pub fn trailer(&mut self) -> io::Result<()> {
+        self.member(&Member::new(TRAILER, 0), &[])
+    }
 }
 
 fn write_entries<W: Write>(
-    w: &mut Counter<W>,
+    w: &mut NewcWriter<W>,
     v: &crate::tree::Validated<'_>,
 ) -> Result<u32, Error> {
     let mut count = 0u32;
@@ -199,7 +289,7 @@ fn write_entries<W: Write>(
         };
         let fit = |field, value: u64| u32::try_from(value).map_err(|_| too_large(field, value));
         count += 1;
-        let mut h = Header {
+        let mut h = Member {
             name: path,
             ino: count,
             mode: e.mode & 0o7777,
@@ -207,7 +297,6 @@ fn write_entries<W: Write>(
             gid: e.gid,
             nlink: 1,
             mtime: fit("mtime", e.mtime)?,
-            size: 0,
             rdev: (0, 0),
         };
         match &e.kind {
@@ -219,19 +308,19 @@ fn write_entries<W: Write>(
                     .filter(|&&c| v.nodes[c].entry.is_dir())
                     .count();
                 h.nlink = fit("link count", 2 + subdirs as u64)?;
-                put_header(w, &h)?;
+                w.header(&h, 0).map_err(Error::Write)?;
             }
             Kind::Symlink(target) => {
                 h.mode |= S_IFLNK;
-                h.size = fit("symlink length", target.len() as u64)?;
-                put_header(w, &h)?;
-                w.put(target.as_bytes())?;
-                w.pad()?;
+                let size = fit("symlink length", target.len() as u64)?;
+                w.header(&h, size).map_err(Error::Write)?;
+                w.data(target.as_bytes()).map_err(Error::Write)?;
+                w.pad().map_err(Error::Write)?;
             }
             Kind::CharDevice { major, minor } => {
                 h.mode |= S_IFCHR;
                 h.rdev = (*major, *minor);
-                put_header(w, &h)?;
+                w.header(&h, 0).map_err(Error::Write)?;
             }
             Kind::File(contents) => {
                 h.mode |= S_IFREG;
@@ -240,8 +329,8 @@ fn write_entries<W: Write>(
                     source,
                 };
                 let len = contents.len().map_err(rerr)?;
-                h.size = fit("file size", len)?;
-                put_header(w, &h)?;
+                let size = fit("file size", len)?;
+                w.header(&h, size).map_err(Error::Write)?;
                 let r = contents.open().map_err(rerr)?;
                 // One byte more than announced shows a file that grew.
                 let mut r = r.take(len + 1);
@@ -258,7 +347,7 @@ fn write_entries<W: Write>(
                     if copied > len {
                         break;
                     }
-                    w.put(&buf[..k])?;
+                    w.data(&buf[..k]).map_err(Error::Write)?;
                 }
                 if copied != len {
                     return Err(Error::SizeChanged {
@@ -266,23 +355,10 @@ fn write_entries<W: Write>(
                         expected: len,
                     });
                 }
-                w.pad()?;
+                w.pad().map_err(Error::Write)?;
             }
         }
     }
-    put_header(
-        w,
-        &Header {
-            name: "TRAILER!!!",
-            ino: 0,
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            nlink: 1,
-            mtime: 0,
-            size: 0,
-            rdev: (0, 0),
-        },
-    )?;
+    w.trailer().map_err(Error::Write)?;
     Ok(count)
 }

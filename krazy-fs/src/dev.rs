@@ -92,6 +92,11 @@ impl MemDevice {
     }
 }
 
+/// An offset into memory (checked against its length, so it fits).
+fn mem_offset(offset: u64) -> io::Result<usize> {
+    usize::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
 impl BlockDevice for MemDevice {
     fn len(&self) -> u64 {
         self.data.len() as u64
@@ -99,14 +104,14 @@ impl BlockDevice for MemDevice {
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         check_range(offset, buf.len(), self.len())?;
-        let start = offset as usize;
+        let start = mem_offset(offset)?;
         buf.copy_from_slice(&self.data[start..start + buf.len()]);
         Ok(())
     }
 
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
         check_range(offset, buf.len(), self.len())?;
-        let start = offset as usize;
+        let start = mem_offset(offset)?;
         self.data[start..start + buf.len()].copy_from_slice(buf);
         Ok(())
     }

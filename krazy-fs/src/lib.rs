@@ -14,14 +14,27 @@
 //! assert_eq!(v.nodes.len(), 4);
 //! ```
 #![forbid(unsafe_code)]
+// Casts are decisions: these parse outside bytes, so a narrowing cast says
+// why it cannot lose bits (or becomes a `try_from` with a typed error).
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
 
 pub mod cpio;
 pub mod dev;
 pub mod ext4;
 pub mod fat;
+pub mod ranges;
 #[cfg(feature = "squashfs")]
 pub mod squashfs;
 pub mod tree;
 
 pub use dev::{BlockDevice, FileDevice, MemDevice};
 pub use tree::{Contents, Entry, FromDirOptions, Kind, NameRules, Tree, TreeError, Validated};
+
+/// The README's code blocks, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

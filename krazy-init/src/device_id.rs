@@ -40,7 +40,7 @@ pub fn is_valid(s: &str) -> bool {
 
 /// The hex form of 16 bytes.
 pub fn to_hex(bytes: &[u8; 16]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// 16 bytes from the kernel's random generator (getrandom(2); waits until

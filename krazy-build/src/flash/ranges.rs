@@ -8,6 +8,8 @@ use std::fs::File;
 use std::io;
 use std::ops::Range;
 
+// Sorted, merged, without empty ranges: krazy-fs's, which `used_ranges` uses too.
+pub(super) use krazy_fs::ranges::normalize;
 use nix::errno::Errno;
 
 use super::IMAGE_SECTOR;
@@ -23,20 +25,6 @@ pub(super) fn align_up(x: u64, a: u64) -> u64 {
 /// The single range `0..size`, as a list.
 pub(super) fn whole(size: u64) -> Vec<Range<u64>> {
     std::iter::once(0..size).collect()
-}
-
-/// Sorted, merged, without empty ranges.
-pub(super) fn normalize(mut v: Vec<Range<u64>>) -> Vec<Range<u64>> {
-    v.retain(|r| r.start < r.end);
-    v.sort_by_key(|r| r.start);
-    let mut out: Vec<Range<u64>> = Vec::with_capacity(v.len());
-    for r in v {
-        match out.last_mut() {
-            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
-            _ => out.push(r),
-        }
-    }
-    out
 }
 
 /// What of `0..size` normalized `v` does not cover.

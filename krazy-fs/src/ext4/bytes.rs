@@ -28,3 +28,23 @@ pub(super) fn set_bits(bitmap: &mut [u8], from: u64, to: u64) {
         bitmap[(i / 8) as usize] |= 1 << (i % 8);
     }
 }
+
+/// The low 32 bits of `x`: ext4 splits wide values into `_lo` and `_hi`
+/// fields, and this is the `_lo` half by design.
+#[allow(clippy::cast_possible_truncation)] // masked to 32 bits
+pub(super) fn lo32(x: u64) -> u32 {
+    (x & 0xFFFF_FFFF) as u32
+}
+
+/// Bits 32 to 47 of `x`: the 16-bit `_hi` half of a 48-bit field.
+#[allow(clippy::cast_possible_truncation)] // masked to 16 bits
+pub(super) fn hi16(x: u64) -> u16 {
+    ((x >> 32) & 0xFFFF) as u16
+}
+
+/// The low 16 bits of `x` (a 16-bit `_lo` field, or a crc16-sized checksum
+/// taken from a crc32c, as ext4 defines them).
+#[allow(clippy::cast_possible_truncation)] // masked to 16 bits
+pub(super) fn lo16(x: u32) -> u16 {
+    (x & 0xFFFF) as u16
+}

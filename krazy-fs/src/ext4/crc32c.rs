@@ -11,8 +11,9 @@ const POLY: u32 = 0x82F6_3B78;
 const fn make_tables() -> [[u32; 256]; 8] {
     let mut t = [[0u32; 256]; 8];
     let mut i = 0;
+    let mut byte = 0u32; // i, as the u32 the register starts from
     while i < 256 {
-        let mut c = i as u32;
+        let mut c = byte;
         let mut k = 0;
         while k < 8 {
             c = if c & 1 != 0 { (c >> 1) ^ POLY } else { c >> 1 };
@@ -20,6 +21,7 @@ const fn make_tables() -> [[u32; 256]; 8] {
         }
         t[0][i] = c;
         i += 1;
+        byte += 1;
     }
     let mut s = 1;
     while s < 8 {

@@ -1,7 +1,7 @@
 //! `metadata_csum`: the crc32c checksums of inodes, bitmaps, group
 //! descriptors and directory blocks, all seeded by the UUID.
 
-use super::bytes::{le16, put16, put32};
+use super::bytes::{le16, lo16, put16, put32};
 use super::crc32c;
 
 /// The checksum state of one file system.
@@ -26,20 +26,20 @@ impl Csum {
         put16(raw, 0x7C, 0);
         put16(raw, 0x82, 0);
         let c = crc32c::update(self.inode_seed(ino), raw);
-        put16(raw, 0x7C, c as u16);
+        put16(raw, 0x7C, lo16(c));
         if le16(raw, 0x80) >= 4 {
-            put16(raw, 0x82, (c >> 16) as u16);
+            put16(raw, 0x82, lo16(c >> 16));
         }
     }
 
     pub(super) fn bitmap(&self, bits: &[u8]) -> u16 {
-        crc32c::update(self.seed, bits) as u16
+        lo16(crc32c::update(self.seed, bits))
     }
 
     pub(super) fn group_desc(&self, g: u32, desc: &mut [u8]) {
         put16(desc, 0x1E, 0);
         let c = crc32c::update(self.seed, &g.to_le_bytes());
-        put16(desc, 0x1E, crc32c::update(c, desc) as u16);
+        put16(desc, 0x1E, lo16(crc32c::update(c, desc)));
     }
 
     /// Fills the 12-byte checksum tail of a directory leaf block.

@@ -24,13 +24,13 @@ fn inode_time_epochs() {
 #[test]
 fn sizes_out_of_range_are_typed_errors() {
     let opts = Ext4Options::new([1; 16], 0);
-    let mut small = MemDevice::zeroed((MIN_SIZE - 4096) as usize);
+    let mut small = MemDevice::zeroed(usize::try_from(MIN_SIZE - 4096).unwrap());
     assert!(matches!(
         format(&mut small, &opts),
         Err(Error::TooSmall { .. })
     ));
     let opts = opts.label("a label that is far too long");
-    let mut ok = MemDevice::zeroed(MIN_SIZE as usize);
+    let mut ok = MemDevice::zeroed(usize::try_from(MIN_SIZE).unwrap());
     assert!(matches!(
         format(&mut ok, &opts),
         Err(Error::LabelTooLong { .. })
@@ -54,7 +54,7 @@ fn sizes_out_of_range_are_typed_errors() {
 
 #[test]
 fn probe_reads_back_and_rejects_garbage() {
-    let mut dev = MemDevice::zeroed(MIN_SIZE as usize);
+    let mut dev = MemDevice::zeroed(usize::try_from(MIN_SIZE).unwrap());
     assert!(probe(&mut dev).is_none());
     let opts = Ext4Options::new([9; 16], 1234).label("perm");
     format(&mut dev, &opts).unwrap();
@@ -73,7 +73,7 @@ fn probe_reads_back_and_rejects_garbage() {
 
 #[test]
 fn superblock_checksum_verifies() {
-    let mut dev = MemDevice::zeroed(MIN_SIZE as usize);
+    let mut dev = MemDevice::zeroed(usize::try_from(MIN_SIZE).unwrap());
     format(&mut dev, &Ext4Options::new([3; 16], 0)).unwrap();
     let sb = &dev.as_slice()[1024..2048];
     assert_eq!(crc32c::update(!0, &sb[..1020]), le32(sb, 1020));
@@ -90,7 +90,7 @@ fn used_ranges_are_only_metadata_unless_tables_are_marked_zeroed() {
     const MIB: u64 = 1 << 20;
     let size = 256u64 << 20;
     let total = |v: &[std::ops::Range<u64>]| v.iter().map(|r| r.end - r.start).sum::<u64>();
-    let mut lazy = MemDevice::zeroed(size as usize);
+    let mut lazy = MemDevice::zeroed(usize::try_from(size).unwrap());
     format(&mut lazy, &Ext4Options::new([1; 16], 1)).unwrap();
     // Two groups of 128 MiB; group 1's inode table (8192 inodes of 256
     // bytes) starts at block 32772.
@@ -103,7 +103,7 @@ fn used_ranges_are_only_metadata_unless_tables_are_marked_zeroed() {
     // Head and tail MiB, the block bitmap of the last group, little else.
     assert!(total(&needed) < 2 * MIB + 64 * 1024, "{needed:?}");
 
-    let mut zeroed = MemDevice::zeroed(size as usize);
+    let mut zeroed = MemDevice::zeroed(usize::try_from(size).unwrap());
     let opts = Ext4Options::new([1; 16], 1).inode_tables(InodeTableInit::Zero);
     format(&mut zeroed, &opts).unwrap();
     let needed = used_ranges(&mut zeroed).unwrap();
@@ -113,7 +113,7 @@ fn used_ranges_are_only_metadata_unless_tables_are_marked_zeroed() {
         "{needed:?}"
     );
 
-    assert!(used_ranges(&mut MemDevice::zeroed(size as usize)).is_none());
+    assert!(used_ranges(&mut MemDevice::zeroed(usize::try_from(size).unwrap())).is_none());
 }
 
 #[test]
@@ -127,7 +127,7 @@ fn used_ranges_cover_what_the_writer_wrote() {
         let opts = Ext4Options::new([5; 16], 7)
             .block_size(bs)
             .inode_tables(init);
-        let mut dev = MemDevice::zeroed(size as usize);
+        let mut dev = MemDevice::zeroed(usize::try_from(size).unwrap());
         format(&mut dev, &opts).unwrap();
         let used = used_ranges(&mut dev).unwrap();
         let geo = Geometry::new(size, &opts).unwrap();

@@ -13,6 +13,7 @@ use super::{
     SB_DESC_SIZE, SB_FIRST_DATA_BLOCK, SB_INODES_PER_GROUP, SB_INODE_SIZE, SB_JOURNAL_INUM,
     SB_OFFSET, SB_REV_LEVEL, SB_SIZE, S_IFDIR, S_IFREG,
 };
+use crate::ranges::normalize;
 use crate::BlockDevice;
 
 const MIB: u64 = 1 << 20;
@@ -159,20 +160,6 @@ pub fn used_ranges(dev: &mut impl BlockDevice) -> Option<Vec<Range<u64>>> {
 fn block_range(first: u64, count: u64, bs: u64) -> Option<Range<u64>> {
     let start = first.checked_mul(bs)?;
     Some(start..start.checked_add(count.checked_mul(bs)?)?)
-}
-
-/// Sorted, without empty ranges, overlapping and touching ones merged.
-fn normalize(mut v: Vec<Range<u64>>) -> Vec<Range<u64>> {
-    v.retain(|r| r.start < r.end);
-    v.sort_by_key(|r| r.start);
-    let mut out: Vec<Range<u64>> = Vec::with_capacity(v.len());
-    for r in v {
-        match out.last_mut() {
-            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
-            _ => out.push(r),
-        }
-    }
-    out
 }
 
 /// Follows the extent trees of the inodes in use.

@@ -135,7 +135,8 @@ impl<D: BlockDevice> FatVolume<D> {
             fat_offset,
             fat_bytes,
             data_offset: data_sector * bps64,
-            cluster_count: clusters as u32,
+            // At most 0x0FFF_FFF4 (checked above).
+            cluster_count: u32::try_from(clusters).unwrap_or(u32::MAX),
             root,
             cache: None,
         })
@@ -179,14 +180,16 @@ impl<D: BlockDevice> FatVolume<D> {
             let end = (start + FAT_BLOCK)
                 .min(self.fat_bytes)
                 .min(self.dev.len().saturating_sub(self.fat_offset));
-            let mut buf = vec![0u8; end.saturating_sub(start) as usize];
+            // At most FAT_BLOCK bytes.
+            let mut buf = vec![0u8; usize::try_from(end.saturating_sub(start)).unwrap_or(0)];
             self.dev
                 .read_at(self.fat_offset + start, &mut buf)
                 .map_err(io_err(format!("reading the FAT for {path:?}")))?;
             self.cache = Some((block, buf));
         }
         let buf = self.cache.as_ref().map(|c| c.1.as_slice()).unwrap_or(&[]);
-        let at = (off - block * FAT_BLOCK) as usize;
+        // Below FAT_BLOCK.
+        let at = usize::try_from(off - block * FAT_BLOCK).unwrap_or(usize::MAX);
         Ok(if self.fat32 {
             le32(buf, at) & 0x0FFF_FFFF
         } else {
@@ -434,26 +437,30 @@ impl<D: BlockDevice> FatVolume<D> {
             });
         }
         let cs = u64::from(self.cluster_size);
-        let mut buf = Vec::with_capacity(CHUNK.min(size as usize));
+        let mut buf = Vec::with_capacity(usize::try_from(size).map_or(CHUNK, |s| CHUNK.min(s)));
         let mut k = 0;
         while k < chain.len() {
             // A run of consecutive clusters is one region of the device.
             let mut run = 1;
-            while k + run < chain.len() && chain[k + run] == chain[k] + run as u32 {
+            while k + run < chain.len()
+                && u32::try_from(run).is_ok_and(|r| chain[k + run] == chain[k].wrapping_add(r))
+            {
                 run += 1;
             }
             let file_start = k as u64 * cs;
             let file_end = ((k + run) as u64 * cs).min(size);
             let mut pos = file_start;
             while pos < file_end {
+                // n <= CHUNK, and pos < clen indexes `contents`: both fit a usize.
                 let n = (file_end - pos).min(CHUNK as u64);
                 buf.clear();
                 let clen = contents.len() as u64;
+                let small = |x: u64| usize::try_from(x).unwrap_or(usize::MAX);
                 if pos < clen {
-                    let take = (clen - pos).min(n) as usize;
-                    buf.extend_from_slice(&contents[pos as usize..pos as usize + take]);
+                    let take = small((clen - pos).min(n));
+                    buf.extend_from_slice(&contents[small(pos)..small(pos) + take]);
                 }
-                buf.resize(n as usize, pad);
+                buf.resize(small(n), pad);
                 let at = self.cluster_offset(chain[k]) + (pos - file_start);
                 self.dev
                     .write_at(at, &buf)

@@ -1,6 +1,16 @@
 //! The fixed records of a volume: boot sector and its stub, FSInfo, the
 //! FAT itself, short directory entries, label and OEM name.
 
+// A writer: its casts narrow values the validated tree and the geometry
+// computed before bound (block counts, entry counts, name lengths); they are
+// not yet each turned into a `try_from` (issue 13), so the crate's cast
+// lints are allowed in this file only.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use super::geometry::Geometry;
 use super::names::short_char_ok;
 use super::write::*;

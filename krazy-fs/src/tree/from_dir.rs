@@ -46,6 +46,8 @@ impl Tree {
                     Kind::File(Contents::Host(hp.clone()))
                 } else if ft.is_char_device() {
                     let rdev = m.rdev();
+                    // glibc's major()/minor(): each is at most 32 bits by its masks.
+                    #[allow(clippy::cast_possible_truncation)]
                     Kind::CharDevice {
                         major: ((rdev >> 8) & 0xfff) as u32 | ((rdev >> 32) & !0xfff) as u32,
                         minor: (rdev & 0xff) as u32 | ((rdev >> 12) & !0xff) as u32,
@@ -70,7 +72,7 @@ fn entry_from_meta(kind: Kind, m: &fs::Metadata, opts: &FromDirOptions) -> Entry
         mode: m.mode() & 0o7777,
         uid: if opts.all_root { 0 } else { m.uid() },
         gid: if opts.all_root { 0 } else { m.gid() },
-        mtime: opts.mtime.unwrap_or(m.mtime().max(0) as u64),
+        mtime: opts.mtime.unwrap_or(u64::try_from(m.mtime()).unwrap_or(0)),
     }
 }
 

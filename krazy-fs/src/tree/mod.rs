@@ -97,7 +97,7 @@ pub enum TreeError {
         format: &'static str,
     },
     /// Reading a host file or directory failed.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         /// The host path.
         path: PathBuf,

@@ -118,13 +118,11 @@ pub fn route(path: &str) -> Option<Route> {
     })
 }
 
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+/// The byte of the two hex digits at `input[at..at + 2]`, if they are hex digits.
+fn hex_byte(input: &[u8], at: usize) -> Option<u8> {
+    let mut out = [0u8; 1];
+    hex::decode_to_slice(input.get(at..at + 2)?, &mut out).ok()?;
+    Some(out[0])
 }
 
 /// Percent-decodes bytes; `plus_is_space` for form bodies. Bad escapes stay literal.
@@ -133,16 +131,13 @@ pub fn percent_decode(input: &[u8], plus_is_space: bool) -> Vec<u8> {
     let mut i = 0;
     while let Some(&b) = input.get(i) {
         match b {
-            b'%' => match (
-                input.get(i + 1).copied().and_then(hex),
-                input.get(i + 2).copied().and_then(hex),
-            ) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
+            b'%' => match hex_byte(input, i + 1) {
+                Some(byte) => {
+                    out.push(byte);
                     i += 3;
                     continue;
                 }
-                _ => out.push(b'%'),
+                None => out.push(b'%'),
             },
             b'+' if plus_is_space => out.push(b' '),
             _ => out.push(b),

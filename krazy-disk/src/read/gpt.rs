@@ -1,12 +1,12 @@
-//! Reading a GPT and an MBR back from untrusted bytes: every malformed table
-//! is a typed error, nothing panics, and no allocation exceeds
-//! [`MAX_ENTRY_ARRAY_BYTES`].
+//! The GPT: both headers and their entry arrays, checked, and the choice
+//! of which copy to use.
 
 use std::io::{self, Read, Seek, SeekFrom};
 
+use super::{guid_at, u32_at, u64_at};
 use crate::guid::Guid;
-use crate::layout::SECTOR;
-use crate::table::{GPT_SIGNATURE, MBR_TYPE_PROTECTIVE};
+use crate::layout::{SECTOR, SECTOR_BYTES};
+use crate::table::GPT_SIGNATURE;
 
 /// The largest partition entry array the reader accepts (1 MiB, 8,192
 /// entries of 128 bytes); anything larger is [`GptError::TooManyEntries`].
@@ -26,13 +26,15 @@ pub enum HeaderCopy {
 /// Why a GPT (or one of its two copies) is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum GptError {
-    /// Reading the disk failed (or the disk ended early).
-    #[error("reading sector {lba} failed: {source}")]
+    /// Reading the disk failed (or the disk ended early). The cause is in
+    /// the message, not `source()`: [`GptError::NoValidGpt`] shows both
+    /// copies' errors in its own message.
+    #[error("reading sector {lba} failed: {error}")]
     Io {
         /// The first sector of the failed read.
         lba: u64,
         /// The I/O error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The disk is too small to hold a GPT at all.
     #[error("the disk has {sectors} sectors, too few for a GPT")]
@@ -270,7 +272,7 @@ impl Gpt {
 }
 
 fn read_at<R: Read + Seek>(r: &mut R, lba: u64, buf: &mut [u8]) -> Result<(), GptError> {
-    let io = |source| GptError::Io { lba, source };
+    let io = |error| GptError::Io { lba, error };
     let off = lba.checked_mul(SECTOR).ok_or_else(|| {
         io(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -281,43 +283,19 @@ fn read_at<R: Read + Seek>(r: &mut R, lba: u64, buf: &mut [u8]) -> Result<(), Gp
     r.read_exact(buf).map_err(io)
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut x = [0u8; 4];
-    if let Some(s) = b.get(at..at + 4) {
-        x.copy_from_slice(s);
-    }
-    u32::from_le_bytes(x)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut x = [0u8; 8];
-    if let Some(s) = b.get(at..at + 8) {
-        x.copy_from_slice(s);
-    }
-    u64::from_le_bytes(x)
-}
-
-fn guid_at(b: &[u8], at: usize) -> Guid {
-    let mut x = [0u8; 16];
-    if let Some(s) = b.get(at..at + 16) {
-        x.copy_from_slice(s);
-    }
-    Guid::from_gpt_bytes(x)
-}
-
 /// Reads and checks one header and its entries at `lba`.
 fn read_copy<R: Read + Seek>(
     r: &mut R,
     lba: u64,
     disk_sectors: u64,
 ) -> Result<(GptHeader, Vec<GptPartition>), GptError> {
-    let mut h = [0u8; SECTOR as usize];
+    let mut h = [0u8; SECTOR_BYTES];
     read_at(r, lba, &mut h)?;
     if h[0..8] != GPT_SIGNATURE {
         return Err(GptError::BadSignature { lba });
     }
     let header_size = u32_at(&h, 12);
-    if !(92..=SECTOR as u32).contains(&header_size) {
+    if !(92..=SECTOR).contains(&u64::from(header_size)) {
         return Err(GptError::HeaderSizeOutOfRange {
             lba,
             size: header_size,
@@ -386,6 +364,7 @@ fn read_copy<R: Read + Seek>(
         });
     }
     // Bounded by MAX_ENTRY_ARRAY_BYTES and known to lie on the disk.
+    #[allow(clippy::cast_possible_truncation)] // at most 1 MiB (checked above)
     let mut array = vec![0u8; array_bytes as usize];
     read_at(r, start, &mut array)?;
     let computed = crc32fast::hash(&array);
@@ -397,12 +376,11 @@ fn read_copy<R: Read + Seek>(
         });
     }
     let mut parts = Vec::new();
-    for (i, e) in array.chunks_exact(size as usize).enumerate() {
+    for (number, e) in (1u32..).zip(array.chunks_exact(size as usize)) {
         let type_guid = guid_at(e, 0);
         if type_guid.is_nil() {
             continue;
         }
-        let number = i as u32 + 1;
         let (pf, pl) = (u64_at(e, 32), u64_at(e, 40));
         if pf > pl {
             return Err(GptError::PartitionFirstAfterLast {
@@ -520,178 +498,4 @@ pub fn read_gpt<R: Read + Seek>(r: &mut R, disk_bytes: u64) -> Result<Gpt, GptEr
             }),
         },
     }
-}
-
-/// Why LBA 0 is not a usable MBR.
-#[derive(Debug, thiserror::Error)]
-pub enum MbrError {
-    /// Reading LBA 0 failed.
-    #[error("reading the MBR failed: {0}")]
-    Io(#[source] io::Error),
-    /// Bytes 510..512 are not 55 AA.
-    #[error("the MBR has signature {found:#06x}, not 0xaa55")]
-    BadSignature {
-        /// The little-endian value found.
-        found: u16,
-    },
-    /// A status byte is neither 0x00 nor 0x80.
-    #[error("MBR entry {entry} has status {status:#04x} (only 0x00 and 0x80 are valid)")]
-    BadStatus {
-        /// The 1-based entry.
-        entry: u8,
-        /// The status byte.
-        status: u8,
-    },
-    /// A used entry has no sectors.
-    #[error("MBR entry {entry} is used (type {kind:#04x}) but has no sectors")]
-    EmptyEntry {
-        /// The 1-based entry.
-        entry: u8,
-        /// Its partition type.
-        kind: u8,
-    },
-    /// An entry reaches past the end of the disk.
-    #[error("MBR entry {entry} (sectors {first_lba}, {sectors} long) passes the end of the disk ({disk_sectors} sectors)")]
-    PastEndOfDisk {
-        /// The 1-based entry.
-        entry: u8,
-        /// Its first sector.
-        first_lba: u32,
-        /// Its length.
-        sectors: u32,
-        /// The disk size in sectors.
-        disk_sectors: u64,
-    },
-    /// Two entries share sectors, or one covers LBA 0.
-    #[error("MBR entries {a} and {b} overlap")]
-    Overlap {
-        /// One 1-based entry (0 stands for the MBR sector itself).
-        a: u8,
-        /// The other.
-        b: u8,
-    },
-}
-
-/// A used MBR partition entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MbrEntry {
-    /// 1-based slot (1 to 4).
-    pub index: u8,
-    /// Whether the active (boot) flag 0x80 is set.
-    pub active: bool,
-    /// The partition type byte.
-    pub kind: u8,
-    /// First sector.
-    pub first_lba: u32,
-    /// Length in sectors.
-    pub sectors: u32,
-}
-
-/// What kind of MBR it is, in GPT terms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MbrKind {
-    /// One 0xEE entry starting at LBA 1 and nothing else: a GPT disk.
-    Protective,
-    /// A 0xEE entry starting at LBA 1 beside ordinary entries.
-    Hybrid,
-    /// No 0xEE entry at LBA 1: a plain MBR disk (or an empty one).
-    Legacy,
-}
-
-/// A parsed MBR.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mbr {
-    /// The disk signature (bytes 440..444, little-endian); Linux's MBR
-    /// PARTUUIDs are `%08x-%02d` of it and the entry number.
-    pub disk_signature: u32,
-    /// The used entries, by slot.
-    pub entries: Vec<MbrEntry>,
-}
-
-impl Mbr {
-    /// Whether this MBR protects a GPT, and how.
-    pub fn kind(&self) -> MbrKind {
-        let protective = self
-            .entries
-            .iter()
-            .any(|e| e.kind == MBR_TYPE_PROTECTIVE && e.first_lba == 1);
-        match (protective, self.entries.len()) {
-            (true, 1) => MbrKind::Protective,
-            (true, _) => MbrKind::Hybrid,
-            (false, _) => MbrKind::Legacy,
-        }
-    }
-
-    /// The MBR-style PARTUUID Linux gives entry `index` (`ssssssss-nn`).
-    pub fn partuuid(&self, index: u8) -> String {
-        format!("{:08x}-{:02x}", self.disk_signature, index)
-    }
-}
-
-/// Parses LBA 0 of a disk of `disk_bytes` bytes as an MBR. A 0xEE entry of
-/// 0xFFFFFFFF sectors is accepted on any disk (the usual protective entry of
-/// a disk larger than 2 TiB, written by some tools on any disk).
-pub fn read_mbr<R: Read + Seek>(r: &mut R, disk_bytes: u64) -> Result<Mbr, MbrError> {
-    let mut m = [0u8; SECTOR as usize];
-    r.seek(SeekFrom::Start(0)).map_err(MbrError::Io)?;
-    r.read_exact(&mut m).map_err(MbrError::Io)?;
-    let sig = u16::from_le_bytes([m[510], m[511]]);
-    if sig != 0xAA55 {
-        return Err(MbrError::BadSignature { found: sig });
-    }
-    let disk_sectors = disk_bytes / SECTOR;
-    let mut entries = Vec::with_capacity(4);
-    for (i, e) in m[446..510].chunks_exact(16).enumerate() {
-        let index = i as u8 + 1;
-        let (status, kind) = (e[0], e[4]);
-        if status != 0 && status != 0x80 {
-            return Err(MbrError::BadStatus {
-                entry: index,
-                status,
-            });
-        }
-        if kind == 0 {
-            continue;
-        }
-        let first_lba = u32_at(e, 8);
-        let sectors = u32_at(e, 12);
-        if sectors == 0 {
-            return Err(MbrError::EmptyEntry { entry: index, kind });
-        }
-        let whole_disk_marker = kind == MBR_TYPE_PROTECTIVE && sectors == u32::MAX;
-        if !whole_disk_marker && u64::from(first_lba) + u64::from(sectors) > disk_sectors {
-            return Err(MbrError::PastEndOfDisk {
-                entry: index,
-                first_lba,
-                sectors,
-                disk_sectors,
-            });
-        }
-        if first_lba == 0 {
-            return Err(MbrError::Overlap { a: 0, b: index });
-        }
-        entries.push(MbrEntry {
-            index,
-            active: status == 0x80,
-            kind,
-            first_lba,
-            sectors,
-        });
-    }
-    for (i, a) in entries.iter().enumerate() {
-        for b in entries.iter().skip(i + 1) {
-            let a_end = u64::from(a.first_lba) + u64::from(a.sectors);
-            let b_end = u64::from(b.first_lba) + u64::from(b.sectors);
-            if u64::from(a.first_lba) < b_end && u64::from(b.first_lba) < a_end {
-                return Err(MbrError::Overlap {
-                    a: a.index,
-                    b: b.index,
-                });
-            }
-        }
-    }
-    Ok(Mbr {
-        disk_signature: u32_at(&m, 440),
-        entries,
-    })
 }
