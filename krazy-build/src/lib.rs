@@ -49,13 +49,6 @@ pub(crate) mod test_util {
     /// `e` and its causes as a `{:#}`-style chain printer shows them, to
     /// check that each cause is printed once.
     pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-        let mut s = e.to_string();
-        let mut cause = e.source();
-        while let Some(c) = cause {
-            s.push_str(": ");
-            s.push_str(&c.to_string());
-            cause = c.source();
-        }
-        s
+        krazy_update::client::chain(e)
     }
 }

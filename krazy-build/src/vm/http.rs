@@ -209,7 +209,7 @@ pub fn wait_http(
             .max(Duration::from_millis(100));
         let last_error = match http_request(target, &req, attempt) {
             Ok(resp) => return Ok(resp),
-            Err(e) => chain(&e),
+            Err(e) => krazy_update::client::chain(&e),
         };
         if start.elapsed() >= timeout {
             return Err(VmError::HttpTimeout {
@@ -221,18 +221,6 @@ pub fn wait_http(
         }
         thread::sleep(Duration::from_millis(250).min(timeout.saturating_sub(start.elapsed())));
     }
-}
-
-/// `e` and its causes, `: `-separated, as a `{:#}` printer shows them.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

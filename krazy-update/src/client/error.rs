@@ -155,8 +155,9 @@ fn fmt_log(service: &Option<String>, log: &[String]) -> String {
     s
 }
 
-/// `e` and its causes, `: `-separated, as a `{:#}` printer shows them.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+/// `e` and its causes, `: `-separated, as a `{:#}` printer shows them
+/// (each cause once, since every error here prints only its own part).
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

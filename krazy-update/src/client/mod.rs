@@ -34,7 +34,7 @@ mod error;
 mod push;
 mod queries;
 
-pub use error::ClientError;
+pub use error::{chain, ClientError};
 pub use krazy_http::tls::cert_fingerprint;
 pub use push::Signed;
 
