@@ -59,3 +59,8 @@ pub(crate) mod test_util {
         s
     }
 }
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
