@@ -52,3 +52,8 @@ pub(crate) mod test_util {
         krazy_update::client::chain(e)
     }
 }
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

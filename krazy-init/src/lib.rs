@@ -65,3 +65,8 @@ pub use supervisor::{Supervisor, SupervisorError, SupervisorOptions};
 pub mod pid1;
 #[cfg(feature = "web")]
 pub mod web;
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
