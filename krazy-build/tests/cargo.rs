@@ -217,9 +217,20 @@ fn system_programs_come_from_the_workspace_or_the_registry() {
         want,
         "the system programs are installed with their size profile"
     );
+    // Then the path remapping (reproducible across machines), into a target
+    // directory under the root so the remapped prefix is known.
+    let rest = &args[want.len()..];
+    assert_eq!(rest[0], "--config");
+    assert!(
+        rest[1].starts_with("target.x86_64-unknown-linux-musl.rustflags=[")
+            && rest[1].contains("--remap-path-prefix=/cache/sys/target=/krazy/target"),
+        "{rest:?}"
+    );
     assert_eq!(
-        args[want.len()..],
+        rest[2..],
         [
+            "--target-dir",
+            "/cache/sys/target",
             "--target",
             "x86_64-unknown-linux-musl",
             "krazy-init@0.1.0",
