@@ -396,8 +396,13 @@ pub fn build_command(spec: &BuildSpec, tc: &Toolchain, opts: &BuildOptions) -> C
 /// bytes. As `target.<triple>.rustflags`, which cargo joins with the
 /// rustflags of the package's own config files instead of replacing them.
 /// rustc applies the last matching prefix, so the more specific come later.
+/// Paths are made absolute and lexically normalised (`a/../b` is `b`), as
+/// cargo does with `--manifest-path`: a config's `path = "../hello"` and an
+/// absolute path to the same package give the same flags, so two builds of
+/// it neither leak the machine's path nor rebuild each other's binaries in
+/// a shared target directory.
 pub fn remap_config(triple: &str, manifest: &Path, target_dir: &Path) -> String {
-    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let abs = |p: &Path| normalize(&std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
@@ -417,6 +422,24 @@ pub fn remap_config(triple: &str, manifest: &Path, target_dir: &Path) -> String 
         })
         .collect();
     format!("target.{triple}.rustflags=[{}]", flags.join(", "))
+}
+
+/// `p` without `.` and with each `..` taking away the component before it.
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(c);
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn build_one(
@@ -608,6 +631,22 @@ mod tests {
             flags.iter().any(|f| f.ends_with("=/krazy/cargo")),
             "{flags:?}"
         );
+    }
+
+    #[test]
+    fn a_relative_package_path_gives_the_flags_of_its_absolute_path() {
+        let via = remap_config(
+            "x86_64-unknown-linux-musl",
+            Path::new("/home/u/inst/./../hello/Cargo.toml"),
+            Path::new("/home/u/inst/../target"),
+        );
+        let direct = remap_config(
+            "x86_64-unknown-linux-musl",
+            Path::new("/home/u/hello/Cargo.toml"),
+            Path::new("/home/u/target"),
+        );
+        assert_eq!(via, direct);
+        assert!(via.contains("=/home/u/hello=/krazy/src"), "{via}");
     }
 
     #[test]
