@@ -98,6 +98,32 @@ fn pi3_appliance_image_passes_the_reference_tools() {
         "a flattened device tree"
     );
 
+    // The raspi3b runner's firmware stand-in reads the image as the firmware
+    // would: autoboot.txt picks boot-a (boot-b with the tryboot flag), and
+    // that partition's config.txt and cmdline.txt name what QEMU boots.
+    let standin = t.path().join("standin");
+    std::fs::create_dir(&standin).unwrap();
+    for (tryboot, partition, root, slot) in [
+        (false, 2, "root-a", "krazy.slot=a"),
+        (true, 3, "root-b", "krazy.slot=b"),
+    ] {
+        let b = krazy_build::vm::pi_boot(&img, tryboot, &standin).unwrap();
+        assert_eq!(b.partition, partition);
+        assert_eq!(std::fs::read(&b.kernel).unwrap(), vmlinuz);
+        assert_eq!(std::fs::read(&b.dtb).unwrap(), dtb);
+        let initrd = std::fs::read(b.initrd.as_ref().unwrap()).unwrap();
+        assert_eq!(Some(initrd.len() as u64), r.initramfs_bytes);
+        let partuuid = part(&r, root).partuuid.to_lowercase();
+        assert!(
+            b.cmdline
+                .to_lowercase()
+                .contains(&format!("root=partuuid={partuuid}")),
+            "{}",
+            b.cmdline
+        );
+        assert!(b.cmdline.contains(slot), "{}", b.cmdline);
+    }
+
     // The partition table: a valid GPT with a hybrid MBR.
     let v = run(Command::new("sgdisk").arg("-v").arg(&img));
     assert!(v.contains("No problems found"), "{v}");
@@ -325,7 +351,10 @@ fn pi3_appliance_image_passes_the_reference_tools() {
         "dwc2",
         "smsc95xx",
         "lan78xx",
+        "cdc_ether",
+        "crc32c_generic",
         "bcm2835_wdt",
+        "bcm2835_rng",
     ] {
         assert!(
             present.contains(m),

@@ -20,7 +20,14 @@ use crate::kernel::ModuleRequest;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Pi3;
 
-/// `config.txt` of a Pi 3 boot slot.
+/// `config.txt` of a Pi 3 boot slot. Each line is documented in
+/// <https://www.raspberrypi.com/documentation/computers/config_txt.html>:
+/// `arm_64bit=1` ("Boot Options": start the ARM cores in 64-bit mode),
+/// `kernel=` (the kernel image's file name), `device_tree=` (the device
+/// tree blob to load), `initramfs NAME followkernel` (the initramfs, loaded
+/// after the kernel), and with a serial console `enable_uart=1` ("Onboard
+/// Analogue Audio"/"UART" section `enable_uart`: on the Pi 3 the primary
+/// UART is the mini UART, whose clock this fixes so the console works).
 pub fn pi3_config_txt(initrd: bool, serial: bool) -> String {
     let mut s = String::from(
         "# Written by krazy-build.\narm_64bit=1\nkernel=kernel8.img\ndevice_tree=bcm2837-rpi-3-b.dtb\n",
@@ -126,10 +133,7 @@ pub fn boot_trees(
 /// and the partition's start as hidden sectors. An update keeps what the
 /// partition has ([`bootpart::install`]).
 pub fn boot_identity(table: &PartitionTable, slot: Slot) -> VolumeIdentity {
-    let role = match slot {
-        Slot::A => Role::BootA,
-        Slot::B => Role::BootB,
-    };
+    let role = boot_role(slot);
     let start = table
         .entry(role)
         .map(|e| e.partition.first_lba)
@@ -139,6 +143,14 @@ pub fn boot_identity(table: &PartitionTable, slot: Slot) -> VolumeIdentity {
         table.mbr_signature() ^ (role as u32),
         u32::try_from(start).unwrap_or(0),
     )
+}
+
+/// The boot partition of `slot`.
+pub fn boot_role(slot: Slot) -> Role {
+    match slot {
+        Slot::A => Role::BootA,
+        Slot::B => Role::BootB,
+    }
 }
 
 fn fat_err(part: &'static str) -> impl FnOnce(krazy_fs::fat::Error) -> ImageError {
@@ -186,11 +198,11 @@ impl Board for Pi3 {
             &image.fat_options("KRAZY-AUTO", Role::Autoboot),
         )
         .map_err(fat_err("autoboot"))?;
-        for (tree, slot, role, part) in [
-            (boot_a, Slot::A, Role::BootA, "boot-a"),
-            (boot_b, Slot::B, Role::BootB, "boot-b"),
+        for (tree, slot, part) in [
+            (boot_a, Slot::A, "boot-a"),
+            (boot_b, Slot::B, "boot-b"),
         ] {
-            let mut dev = image.partition(role)?;
+            let mut dev = image.partition(boot_role(slot))?;
             let id = boot_identity(image.table(), slot);
             bootpart::format(&mut dev, tree, &id, image.mtime(), true).map_err(fat_err(part))?;
         }
@@ -221,14 +233,9 @@ impl Board for Pi3 {
             return Ok(out);
         }
         // Protocol 1: the whole partition image, as a fresh image has it.
-        let role = if slot == Slot::A {
-            Role::BootA
-        } else {
-            Role::BootB
-        };
         let p = trees
             .layout
-            .partition(role)
+            .partition(boot_role(slot))
             .ok_or_else(|| part_err("the layout has no boot partition".into()))?;
         let len = usize::try_from(p.size_bytes()).map_err(|e| part_err(e.to_string()))?;
         let mut dev = krazy_fs::MemDevice::zeroed(len);

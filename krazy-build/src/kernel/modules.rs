@@ -170,8 +170,11 @@ impl ModuleRequest {
     /// controller, to which QEMU's `raspi3b` wires the card until the pins
     /// are switched), ext4, the USB host (`dwc2` and its PHY `phy_generic`,
     /// which the device tree names but no `depends=` does), the Ethernet
-    /// chips of the 3 B (`smsc95xx`) and 3 B+ (`lan78xx`), and the watchdog
-    /// (`bcm2835_wdt`).
+    /// chips of the 3 B (`smsc95xx`) and 3 B+ (`lan78xx`), QEMU's `usb-net`
+    /// (`cdc_ether`), the watchdog (`bcm2835_wdt`) and the hardware random
+    /// number generator (`bcm2835_rng`). ext4 names `crc32c` only as a soft
+    /// dependency, which `depends=` does not list: without `crc32c_generic`
+    /// mounting /perm fails with "Cannot load crc32c driver".
     pub fn pi3() -> Self {
         let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
         ModuleRequest {
@@ -180,12 +183,15 @@ impl ModuleRequest {
                 "mmc_block",
                 "bcm2835",
                 "sdhci_iproc",
+                "crc32c_generic",
                 "ext4",
                 "phy_generic",
                 "dwc2",
                 "smsc95xx",
                 "lan78xx",
+                "cdc_ether",
                 "bcm2835_wdt",
+                "bcm2835_rng",
             ]),
         }
     }

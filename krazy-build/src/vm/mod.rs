@@ -58,6 +58,7 @@ mod discover;
 mod error;
 mod http;
 mod options;
+mod pi;
 mod qmp;
 mod serial;
 
@@ -68,6 +69,7 @@ pub use discover::{
 pub use error::VmError;
 pub use http::{http_request, wait_http, HttpRequest, HttpResponse};
 pub use options::{free_port, prepare_vars, vars_path, Forward, HostForward, VmOptions, USER_NET};
+pub use pi::{pi_boot, PiBoot, PiBootError, PiConfig};
 pub use serial::SerialMark;
 
 use std::ffi::OsString;
