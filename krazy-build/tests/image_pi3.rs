@@ -294,7 +294,7 @@ fn pi3_appliance_image_passes_the_reference_tools() {
             format!("root=PARTUUID={}", root.partuuid),
             format!("krazy.perm=PARTUUID={}", perm.partuuid),
             format!("krazy.slot={slot}"),
-            "console=ttyAMA0,115200".into(),
+            "console=ttyS1,115200".into(),
             "panic=10".into(),
         ] {
             assert!(args.contains(&want.as_str()), "{want} not in {cmdline:?}");

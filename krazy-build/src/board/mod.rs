@@ -12,7 +12,7 @@
 //! use krazy_build::config::Platform;
 //!
 //! let pi3 = board::for_platform(Platform::Pi3);
-//! assert_eq!(pi3.serial_console(), "ttyAMA0,115200");
+//! assert_eq!(pi3.serial_console(), "ttyS1,115200");
 //! let layout = pi3.layout(2 << 30, &Default::default())?;
 //! assert_eq!(layout.arch(), krazy_build::config::Arch::Aarch64);
 //! # Ok::<(), krazy_build::image::ImageError>(())

@@ -169,8 +169,13 @@ impl Board for Pi3 {
         ModuleRequest::pi3()
     }
 
+    /// The mini UART on GPIO 14/15 (pins 8 and 10), which `enable_uart=1`
+    /// turns on: Debian's mainline device tree names it `serial0`, and the
+    /// 8250 driver calls it `ttyS1`. `ttyAMA0`, the PL011, drives the
+    /// Bluetooth chip on a Pi 3. QEMU's raspi3b wires it to its second
+    /// `-serial`.
     fn serial_console(&self) -> &'static str {
-        "ttyAMA0,115200"
+        "ttyS1,115200"
     }
 
     fn boot_trees(

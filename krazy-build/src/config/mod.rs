@@ -7,7 +7,7 @@
 //! sources) resolve against the directory that holds the `krazy.toml`.
 //!
 //! Defaults for omitted fields: `platform = "pc"`, `serial_console` the
-//! platform's (`ttyS0,115200` on pc, `ttyAMA0,115200` on pi3),
+//! platform's (`ttyS0,115200` on pc, `ttyS1,115200` on pi3, the mini UART on GPIO 14/15),
 //! `kernel_args = []`, `[firmware]` `apt = "systemd-boot-efi"` on pc (pi3 has
 //! no default: the firmware directory must be given), `[web]` ports 80/443
 //! with `tls = true`, `[update] settle_seconds = 30` (`deadline_seconds = 180`, `fail_after_restarts = 3`); per package `bin` = the

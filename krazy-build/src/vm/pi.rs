@@ -20,6 +20,11 @@
 //! <https://www.raspberrypi.com/documentation/computers/config_txt.html>
 //! (sections "Boot Options", "Conditional Filters" and "autoboot.txt").
 //!
+//! The Pi 3's console UART is the mini UART (`ttyS1`, see
+//! `board::pi3`), which QEMU's raspi3b connects to its *second* serial
+//! port: the runner passes `-serial null -serial stdio` (checked here: the
+//! kernel console and krazy-init's log arrive on stdio that way).
+//!
 //! A software one-shot (`PiSoftwareOneShot`, which rewrites `autoboot.txt`)
 //! is fully visible here; the firmware's tryboot flag, which a kernel sets
 //! with `reboot "0 tryboot"`, lives in the real firmware's mailbox and is
