@@ -203,10 +203,7 @@ impl Board for Pi3 {
             &image.fat_options("KRAZY-AUTO", Role::Autoboot),
         )
         .map_err(fat_err("autoboot"))?;
-        for (tree, slot, part) in [
-            (boot_a, Slot::A, "boot-a"),
-            (boot_b, Slot::B, "boot-b"),
-        ] {
+        for (tree, slot, part) in [(boot_a, Slot::A, "boot-a"), (boot_b, Slot::B, "boot-b")] {
             let mut dev = image.partition(boot_role(slot))?;
             let id = boot_identity(image.table(), slot);
             bootpart::format(&mut dev, tree, &id, image.mtime(), true).map_err(fat_err(part))?;

@@ -362,7 +362,7 @@ impl VmOptions {
 }
 
 /// `prefix` + `path` with commas doubled + `suffix`.
-fn opt_with_path(prefix: &str, path: &Path, suffix: &str) -> OsString {
+pub(super) fn opt_with_path(prefix: &str, path: &Path, suffix: &str) -> OsString {
     let mut v = prefix.as_bytes().to_vec();
     for &b in path.as_os_str().as_bytes() {
         v.push(b);

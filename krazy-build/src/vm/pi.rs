@@ -255,9 +255,75 @@ pub fn pi_boot(image: &Path, tryboot: bool, dir: &Path) -> Result<PiBoot, PiBoot
     })
 }
 
+impl PiBoot {
+    /// `qemu-system-aarch64` arguments that boot this on the `raspi3b`
+    /// machine (which has 1 GiB of memory and four cores, fixed): the SD
+    /// card `image`, the files as `-kernel -dtb -initrd`, the command line
+    /// plus `extra_cmdline` (the runner adds `krazy.watchdog=0`: raspi3b
+    /// resets at once when the watchdog is opened), and the serial console
+    /// on stdio through the second UART.
+    pub fn raspi3b_args(&self, image: &Path, extra_cmdline: &str) -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = Vec::new();
+        for s in ["-M", "raspi3b", "-m", "1G", "-display", "none"] {
+            a.push(s.into());
+        }
+        a.push("-kernel".into());
+        a.push(self.kernel.clone().into());
+        a.push("-dtb".into());
+        a.push(self.dtb.clone().into());
+        if let Some(i) = &self.initrd {
+            a.push("-initrd".into());
+            a.push(i.clone().into());
+        }
+        let mut cmdline = self.cmdline.clone();
+        if !extra_cmdline.is_empty() {
+            cmdline.push(' ');
+            cmdline.push_str(extra_cmdline);
+        }
+        a.push("-append".into());
+        a.push(cmdline.into());
+        a.push("-drive".into());
+        a.push(super::options::opt_with_path(
+            "file=",
+            image,
+            ",if=sd,format=raw",
+        ));
+        for s in ["-serial", "null", "-serial", "stdio"] {
+            a.push(s.into());
+        }
+        a
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raspi3b_arguments_boot_the_files_with_the_console_on_the_mini_uart() {
+        let b = PiBoot {
+            partition: 3,
+            kernel: "/r/p3-kernel8.img".into(),
+            dtb: "/r/p3-x.dtb".into(),
+            initrd: Some("/r/p3-initrd".into()),
+            cmdline: "root=PARTUUID=x krazy.slot=b".into(),
+        };
+        let a: Vec<String> = b
+            .raspi3b_args(Path::new("/d/sd,1.img"), "krazy.watchdog=0")
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect();
+        let after = |k: &str| a[a.iter().position(|x| x == k).unwrap() + 1].clone();
+        assert_eq!(after("-M"), "raspi3b");
+        assert_eq!(after("-kernel"), "/r/p3-kernel8.img");
+        assert_eq!(after("-initrd"), "/r/p3-initrd");
+        assert_eq!(
+            after("-append"),
+            "root=PARTUUID=x krazy.slot=b krazy.watchdog=0"
+        );
+        assert_eq!(after("-drive"), "file=/d/sd,,1.img,if=sd,format=raw");
+        assert!(a.join(" ").ends_with("-serial null -serial stdio"), "{a:?}");
+    }
 
     #[test]
     fn autoboot_picks_the_tryboot_section_only_with_the_flag() {
