@@ -256,7 +256,7 @@ pub fn pick_accel(requested: Option<Accel>) -> Result<Accel, VmError> {
                 .read(true)
                 .write(true)
                 .open("/dev/kvm")
-                .map_err(|source| VmError::KvmUnavailable { source })?;
+                .map_err(|source| VmError::KvmUnavailable { error: source })?;
             Ok(Accel::Kvm)
         }
     }

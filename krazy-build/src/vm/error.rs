@@ -49,11 +49,10 @@ pub enum VmError {
         unset: &'static str,
     },
     /// KVM was asked for and `/dev/kvm` cannot be opened.
-    #[error("KVM was asked for but /dev/kvm cannot be opened read-write: {source}; use TCG (the default) instead")]
+    #[error("KVM was asked for but /dev/kvm cannot be opened read-write: {error}; use TCG (the default) instead")]
     KvmUnavailable {
         /// The error opening `/dev/kvm`.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// An accelerator name other than `tcg` or `kvm`.
     #[error("unknown accelerator {0:?}; use tcg or kvm")]
@@ -74,35 +73,32 @@ pub enum VmError {
         path: PathBuf,
     },
     /// Creating or copying the OVMF variable store failed.
-    #[error("cannot create the UEFI variable store {} from {}: {source}", to.display(), from.display())]
+    #[error("cannot create the UEFI variable store {} from {}: {error}", to.display(), from.display())]
     Vars {
         /// The template.
         from: PathBuf,
         /// The writable copy.
         to: PathBuf,
         /// The underlying error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// Some other file or directory could not be created or read.
-    #[error("cannot {what} {}: {source}", path.display())]
+    #[error("cannot {what} {}: {error}", path.display())]
     Io {
         /// What was being done ("create the serial log", ...).
         what: &'static str,
         /// The path.
         path: PathBuf,
         /// The underlying error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// QEMU could not be started.
-    #[error("cannot start {}: {source}", qemu.display())]
+    #[error("cannot start {}: {error}", qemu.display())]
     Spawn {
         /// The QEMU binary.
         qemu: PathBuf,
         /// The underlying error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// QEMU exited before it could be used.
     #[error("QEMU exited ({status}) while starting; its error output:\n{stderr}")]
@@ -113,26 +109,24 @@ pub enum VmError {
         stderr: String,
     },
     /// QEMU's QMP socket did not answer in time.
-    #[error("QEMU's QMP socket {} did not answer within {waited:?}: {source}", socket.display())]
+    #[error("QEMU's QMP socket {} did not answer within {waited:?}: {error}", socket.display())]
     StartTimeout {
         /// The socket.
         socket: PathBuf,
         /// How long [`Vm::start`] waited.
         waited: Duration,
         /// The last connection error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// Talking to QEMU's QMP socket failed.
-    #[error("QMP command {command} on {}: {source}", socket.display())]
+    #[error("QMP command {command} on {}: {error}", socket.display())]
     Qmp {
         /// The command.
         command: String,
         /// The socket.
         socket: PathBuf,
         /// The underlying error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// QEMU answered a QMP command with an error.
     #[error("QEMU refused QMP command {command}: {reason}")]
@@ -175,15 +169,14 @@ pub enum VmError {
         waited: Duration,
     },
     /// Waiting for or killing QEMU failed.
-    #[error("cannot {what} QEMU (pid {pid}): {source}")]
+    #[error("cannot {what} QEMU (pid {pid}): {error}")]
     Process {
         /// "wait for" or "kill".
         what: &'static str,
         /// QEMU's process id.
         pid: u32,
         /// The underlying error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// Binding a local port failed.
     #[error("cannot bind a free port on 127.0.0.1: {0}")]
@@ -245,4 +238,19 @@ fn list_paths(paths: &[PathBuf]) -> String {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_cause_is_printed_once() {
+        let e = VmError::Spawn {
+            qemu: "/usr/bin/qemu-system-aarch64".into(),
+            error: io::Error::new(io::ErrorKind::NotFound, "no such file"),
+        };
+        let c = crate::test_util::chain(&e);
+        assert_eq!(c.matches("no such file").count(), 1, "{c}");
+    }
 }

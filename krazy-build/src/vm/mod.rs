@@ -202,7 +202,7 @@ fn make_runtime_dir() -> Result<PathBuf, VmError> {
         .map_err(|source| VmError::Io {
             what: "create the VM's runtime directory",
             path: dir.clone(),
-            source,
+            error: source,
         })?;
     Ok(dir)
 }
@@ -235,7 +235,7 @@ impl Vm {
             Some(p) => Some(File::create(p).map_err(|source| VmError::Io {
                 what: "create the serial log",
                 path: p.clone(),
-                source,
+                error: source,
             })?),
             None => None,
         };
@@ -259,7 +259,7 @@ impl Vm {
                 let _ = fs::remove_dir_all(&runtime_dir);
                 return Err(VmError::Spawn {
                     qemu: tools.qemu.clone(),
-                    source,
+                    error: source,
                 });
             }
         };
@@ -325,7 +325,7 @@ impl Vm {
                     return Err(VmError::StartTimeout {
                         socket: self.qmp_socket.clone(),
                         waited: START_TIMEOUT,
-                        source: e,
+                        error: e,
                     })
                 }
                 Err(_) => thread::sleep(Duration::from_millis(20)),
@@ -426,7 +426,7 @@ impl Vm {
         self.child().try_wait().map_err(|source| VmError::Process {
             what: "wait for",
             pid: self.pid,
-            source,
+            error: source,
         })
     }
 
@@ -464,19 +464,19 @@ impl Vm {
         if let Some(s) = c.try_wait().map_err(|source| VmError::Process {
             what: "wait for",
             pid: self.pid,
-            source,
+            error: source,
         })? {
             return Ok(s);
         }
         c.kill().map_err(|source| VmError::Process {
             what: "kill",
             pid: self.pid,
-            source,
+            error: source,
         })?;
         c.wait().map_err(|source| VmError::Process {
             what: "wait for",
             pid: self.pid,
-            source,
+            error: source,
         })
     }
 

@@ -393,7 +393,7 @@ pub fn prepare_vars(image: &Path, template: &Path, fresh: bool) -> Result<PathBu
     let err = |source| VmError::Vars {
         from: template.to_path_buf(),
         to: to.clone(),
-        source,
+        error: source,
     };
     let want = fs::metadata(template).map_err(err)?.len();
     let keep = !fresh && fs::metadata(&to).is_ok_and(|m| m.is_file() && m.len() == want);

@@ -48,7 +48,7 @@ impl Vm {
         let io_err = |source| VmError::Qmp {
             command: command.to_string(),
             socket: self.qmp_socket.clone(),
-            source,
+            error: source,
         };
         let (mut r, mut w) = self.qmp_connect().map_err(io_err)?;
         let mut msg = serde_json::json!({ "execute": command });
